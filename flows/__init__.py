@@ -1,0 +1,1 @@
+"""Flows only orchestrate: the decisions come from a planner, the work from rlam_prefect and tasks."""

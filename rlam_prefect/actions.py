@@ -1,0 +1,168 @@
+"""The typed action space: one registry of decorated pure functions.
+
+An action is ``fn(*artifacts, params: ParamsModel) -> OutputArtifact``. Its inputs and
+output are read from the type hints, its parameters are a pydantic model (types, bounds,
+defaults, JSON schema for the planner). Decorating a function is all it takes to get cache,
+trace, replay and fork; the Prefect task is built lazily so that plain pipelines never
+import Prefect.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import os
+import typing
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from rlam_prefect.code_version import code_version
+from rlam_prefect.errors import InvalidParamsError, UnknownActionError
+
+DEFAULT_ACTION_MODULES: tuple[str, ...] = ("tasks",)
+ACTION_MODULES_ENV = "RLAM_ACTIONS"
+
+
+class NoParams(BaseModel):
+    """Parameters of an action that takes none."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass(frozen=True)
+class ActionSpec:
+    name: str
+    fn: Callable[..., Any]
+    params_model: type[BaseModel]
+    inputs: Mapping[str, type]  # argument name -> artifact type
+    output: type
+    description: str
+    packages: tuple[str, ...] = ()
+    takes_params: bool = True
+    _prefect_task: list[Any] = field(default_factory=list, repr=False, compare=False)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.fn(*args, **kwargs)
+
+    @property
+    def module(self) -> str:
+        return self.fn.__module__
+
+    @property
+    def output_kind(self) -> str:
+        return self.output.__name__
+
+    @property
+    def input_kinds(self) -> dict[str, str]:
+        return {arg: typ.__name__ for arg, typ in self.inputs.items()}
+
+    @property
+    def code_version(self) -> str:
+        return "sha256:" + code_version(self.fn)
+
+    def validate_params(self, raw: Mapping[str, Any] | None) -> dict[str, Any]:
+        """Full, canonical params (defaults filled) or one-line InvalidParamsError."""
+        try:
+            model = self.params_model.model_validate(dict(raw or {}))
+        except ValidationError as exc:
+            raise InvalidParamsError(f"{self.name}: {_describe_validation_error(exc)}") from None
+        return model.model_dump(mode="json")
+
+    def params_schema(self) -> dict[str, Any]:
+        return self.params_model.model_json_schema()
+
+    def run(self, inputs: Mapping[str, Any], params: Mapping[str, Any]) -> Any:
+        """Call the pure function on artifact values; the result must be of the declared type."""
+        from rlam_prefect.errors import ActionContractError
+
+        kwargs = dict(inputs)
+        if self.takes_params:
+            kwargs["params"] = self.params_model.model_validate(dict(params))
+        value = self.fn(**kwargs)
+        if not isinstance(value, self.output):
+            raise ActionContractError(
+                f"{self.name} returned {type(value).__name__}, but declares {self.output_kind}"
+            )
+        return value
+
+
+_REGISTRY: dict[str, ActionSpec] = {}
+
+
+def action(
+    fn: Callable[..., Any] | None = None, *, name: str | None = None, packages: Iterable[str] = ()
+) -> Any:
+    """Register ``fn`` as an action. Usable bare (``@action``) or with options."""
+
+    def register(func: Callable[..., Any]) -> ActionSpec:
+        spec = _spec_from_function(func, name or func.__name__, tuple(packages))
+        existing = _REGISTRY.get(spec.name)
+        if existing is not None and (existing.module, existing.fn.__qualname__) != (spec.module, func.__qualname__):
+            raise ValueError(f"action {spec.name!r} is already registered by {existing.module}")
+        _REGISTRY[spec.name] = spec
+        return spec
+
+    return register(fn) if fn is not None else register
+
+
+def _spec_from_function(func: Callable[..., Any], name: str, packages: tuple[str, ...]) -> ActionSpec:
+    hints = typing.get_type_hints(func)
+    signature = inspect.signature(func)
+    params_model: type[BaseModel] = NoParams
+    inputs: dict[str, type] = {}
+    for arg in signature.parameters:
+        annotation = hints.get(arg)
+        if arg == "params":
+            if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+                raise TypeError(f"action {name}: 'params' must be annotated with a pydantic model")
+            params_model = annotation
+        elif isinstance(annotation, type):
+            inputs[arg] = annotation
+        else:
+            raise TypeError(f"action {name}: input {arg!r} needs an artifact type annotation")
+    output = hints.get("return")
+    if not isinstance(output, type):
+        raise TypeError(f"action {name}: the return annotation must be an artifact type")
+    description = inspect.cleandoc(func.__doc__ or "").split("\n\n")[0].replace("\n", " ")
+    takes_params = "params" in signature.parameters
+    return ActionSpec(name, func, params_model, inputs, output, description, packages, takes_params)
+
+
+def load_action_modules(extra: Iterable[str] = ()) -> tuple[str, ...]:
+    """Import the default action modules, those named in RLAM_ACTIONS, and ``extra``."""
+    from_env = [m.strip() for m in os.environ.get(ACTION_MODULES_ENV, "").split(",") if m.strip()]
+    modules = tuple(dict.fromkeys([*DEFAULT_ACTION_MODULES, *from_env, *extra]))
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise UnknownActionError(f"cannot import action module {module!r}: {exc}") from None
+    return modules
+
+
+def get_action(name: str) -> ActionSpec:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        known = ", ".join(sorted(_REGISTRY)) or "none"
+        raise UnknownActionError(f"unknown action {name!r} (known: {known})") from None
+
+
+def registered_actions() -> dict[str, ActionSpec]:
+    return dict(_REGISTRY)
+
+
+def _describe_validation_error(exc: ValidationError) -> str:
+    parts = []
+    for error in exc.errors():
+        where = ".".join(str(p) for p in error.get("loc", ())) or "params"
+        message = error.get("msg", "invalid")
+        if error.get("type") == "extra_forbidden":
+            message = "unknown parameter"
+        value = error.get("input")
+        shown = "" if error.get("type") in ("missing", "extra_forbidden") else f" (got {value!r})"
+        parts.append(f"{where}: {message}{shown}")
+    return "; ".join(parts)

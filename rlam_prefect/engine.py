@@ -1,0 +1,252 @@
+"""The R-LAM execution engine: one step at a time through the verified cache and the trace.
+
+For each decision: validate it, bind inputs by artifact kind, compute the content key, and
+under that key's lock either prove the stored result is the recorded one (then let Prefect
+serve it) or let Prefect execute and persist it (then index its digest). Every outcome,
+failures included, becomes one trace row. Nothing is retried or recomputed behind the user's back.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+from rlam_prefect import __version__
+from rlam_prefect.actions import get_action
+from rlam_prefect.artifact import Artifact
+from rlam_prefect.environment import environment, environment_hash
+from rlam_prefect.errors import RLamError, ReplayMismatchError, StoredResultError
+from rlam_prefect.hashing import canonical_json, content_hash
+from rlam_prefect.home import Home
+from rlam_prefect.keys import cache_key
+from rlam_prefect.planning import Decision, RunPlan
+from rlam_prefect.results import ResultGuard
+from rlam_prefect.trace import TraceStore, utcnow
+
+StepListener = Callable[[dict[str, Any]], None]
+_listeners: list[StepListener] = []
+
+
+def add_step_listener(listener: StepListener) -> None:
+    """Called with every step row as it is recorded (the CLI's progress display)."""
+    _listeners.append(listener)
+
+
+class RunSession:
+    def __init__(self, home: Home, plan: RunPlan, prefect_flow_run_id: str | None) -> None:
+        self.home = home
+        self.plan = plan
+        self.store = TraceStore(home)
+        self.guard = ResultGuard(home)
+        self.flow_run_id = prefect_flow_run_id
+        self.history: list[dict[str, Any]] = []
+        self.artifacts: dict[str, Artifact] = {}  # latest artifact of each kind
+        self.started_at = utcnow()
+        self.source = plan.decisions()
+
+    # ---- lifecycle -----------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.store.append_run_event(self._run_row("start", "running"))
+
+    def next_decision(self) -> Decision | None:
+        return self.source.next_decision(self.history)
+
+    def finish(self, error: str | None = None) -> dict[str, Any]:
+        row = self._run_row("end", "failed" if error or self._failed() else "completed", error)
+        self.store.append_run_event(row)
+        return row
+
+    def _failed(self) -> bool:
+        if self.plan.mode == "replay":
+            return not self._identical()  # a replay succeeds when it proves the recorded run, failures included
+        return bool(self.history) and self.history[-1]["status"] in ("failed", "rejected")
+
+    # ---- one step ------------------------------------------------------------------------
+
+    def execute(self, decision: Decision) -> dict[str, Any]:
+        step = len(self.history) + 1
+        started = utcnow()
+        clock = time.perf_counter()
+        row: dict[str, Any] = {
+            "run_id": self.plan.run_id,
+            "step": step,
+            "action": decision.action,
+            "params": canonical_json(decision.params),
+            "started_at": started,
+            "reason": decision.reason,
+        }
+        original = decision.original
+        if decision.expect_cached and original is not None and original["status"] in ("failed", "rejected"):
+            # A recorded failure is part of the run: carried into the replay, never re-executed.
+            row.update({k: original[k] for k in ("params", "input_hashes", "cache_key", "code_version", "env_hash", "status", "error_type", "error_message")})
+            row["error_message"] = f"{original['error_message']} (recorded in run {original['run_id']}, not re-executed)"
+            return self._record(row, clock)
+        try:
+            self._run_step(decision, step, row)
+        except RLamError as exc:
+            row.update(status="failed", error_type=type(exc).__name__, error_message=str(exc))
+        return self._record(row, clock)
+
+    def _run_step(self, decision: Decision, step: int, row: dict[str, Any]) -> None:
+        spec = get_action(decision.action)
+        params = spec.validate_params(decision.params)
+        inputs = {arg: self.artifacts[kind] for arg, kind in spec.input_kinds.items() if kind in self.artifacts}
+        missing = sorted(set(spec.input_kinds) - set(inputs))
+        env_hash = environment_hash(spec.packages)
+        input_hashes = {arg: artifact.content_hash for arg, artifact in inputs.items()}
+        key = cache_key(spec.name, spec.code_version, params, input_hashes, env_hash)
+        row.update(
+            params=canonical_json(params),
+            input_hashes=canonical_json(input_hashes),
+            cache_key=key,
+            code_version=spec.code_version,
+            env_hash=env_hash,
+            output_kind=spec.output_kind,
+        )
+        if missing:
+            needed = ", ".join(f"{a} ({spec.input_kinds[a]})" for a in missing)
+            row.update(status="rejected", error_type="PreconditionFailed", error_message=f"{spec.name} needs {needed}, which no earlier step produced")
+            return
+        what = f"step {step} {spec.name}"
+        with self.guard.lock(key):
+            record = self.store.result_record(key)
+            if record is not None:
+                self.guard.verify(key, record, what)
+            elif decision.expect_cached:
+                raise ReplayMismatchError(f"{what}: no cached result for its key; {_why_no_cache(decision.original, row)}")
+            else:
+                moved = self.guard.quarantine_orphan(key)
+                if moved is not None:
+                    row["reason"] = f"{row['reason']}; an unindexed result file for this key was moved to {moved}".lstrip("; ")
+            task = _action_task(spec, self.home)
+            state = task(step=step, params=params, inputs=inputs, expect_cached=record is not None, return_state=True)
+            row["prefect_task_run_id"] = str(state.state_details.task_run_id) if state.state_details else None
+            if state.is_failed() or state.is_crashed():
+                exc = state.result(raise_on_failure=False)
+                if isinstance(exc, RLamError):
+                    raise exc
+                row.update(status="failed", error_type=type(exc).__name__, error_message=_one_line(exc))
+                return
+            artifact: Artifact = state.result()
+            if record is not None:
+                if state.name != "Cached":
+                    raise ReplayMismatchError(f"{what}: Prefect reported {state.name!r} instead of serving the cached result")
+                recomputed = content_hash(artifact.value)
+                if recomputed != record["output_hash"]:
+                    raise StoredResultError(f"{what}: cached result hashes to {recomputed[:19]}, recorded {record['output_hash'][:19]}")
+                row["status"] = "cached"
+            else:
+                row["status"] = "executed"
+                digest, size = self.guard.file_digest(key)
+                self.store.put_result_record(
+                    {
+                        "cache_key": key,
+                        "action": spec.name,
+                        "output_hash": artifact.content_hash,
+                        "output_kind": artifact.kind,
+                        "result_digest": digest,
+                        "result_bytes": size,
+                        "run_id": self.plan.run_id,
+                        "step": step,
+                        "created_at": utcnow(),
+                    }
+                )
+            row.update(output_hash=artifact.content_hash, summary=canonical_json(artifact.summary()), result_digest=record["result_digest"] if record else digest)
+            self.artifacts[artifact.kind] = artifact
+
+    def _record(self, row: dict[str, Any], clock: float) -> dict[str, Any]:
+        row["duration_s"] = time.perf_counter() - clock
+        self.store.append_step(row)
+        self.history.append(row)
+        for listener in list(_listeners):
+            listener(row)
+        return row
+
+    # ---- run rows ------------------------------------------------------------------------
+
+    def _run_row(self, event: str, status: str, error: str | None = None) -> dict[str, Any]:
+        plan = self.plan
+        row: dict[str, Any] = {
+            "run_id": plan.run_id,
+            "event": event,
+            "prefect_flow_run_id": self.flow_run_id,
+            "pipeline": "rlam",
+            "mode": plan.mode,
+            "parent_run_id": plan.parent_run_id,
+            "fork_step": plan.fork_step,
+            "overrides": canonical_json(plan.overrides),
+            "planner": plan.planner,
+            "status": status,
+            "started_at": self.started_at,
+            "env_hash": environment_hash(),
+            "environment": canonical_json(environment()),
+            "action_modules": json.dumps(list(plan.action_modules)),
+            "rlam_version": __version__,
+            "hostname": socket.gethostname(),
+            "pid": os.getpid(),
+            "llm_calls": 0,
+        }
+        if event == "end":
+            row.update(
+                ended_at=utcnow(),
+                n_steps=len(self.history),
+                executed=sum(r["status"] == "executed" for r in self.history),
+                cached=sum(r["status"] == "cached" for r in self.history),
+                identical=self._identical() if plan.mode == "replay" else None,
+                metrics=canonical_json(self._metrics()),
+                error_message=error,
+            )
+        return row
+
+    def _metrics(self) -> dict[str, Any]:
+        for row in reversed(self.history):
+            if row.get("output_kind") == "Metrics" and row.get("summary"):
+                return json.loads(row["summary"])
+        return {}
+
+    def _identical(self) -> bool:
+        original = self.plan.parent_steps
+        return len(original) == len(self.history) and all(
+            _outcome(a) == _outcome(b) for a, b in zip(self.history, original)
+        )
+
+
+def _outcome(row: dict[str, Any]) -> tuple[str, str, str | None]:
+    """What a step produced, whether it ran or was served: replay must match it exactly."""
+    status = "ok" if row["status"] in ("executed", "cached") else row["status"]
+    return row["action"], status, row.get("output_hash")
+
+
+def _action_task(spec: Any, home: Home) -> Any:
+    from rlam_prefect.prefect_tasks import action_task
+
+    return action_task(spec, home)
+
+
+def _why_no_cache(original: dict[str, Any] | None, row: dict[str, Any]) -> str:
+    """Name the key part that moved since the recorded step, so a failed replay explains itself."""
+    if original is None:
+        return "it was never computed"
+    changed = [
+        label
+        for label, column in (
+            ("the action's code version", "code_version"),
+            ("the environment", "env_hash"),
+            ("its parameters", "params"),
+            ("its input artifacts", "input_hashes"),
+        )
+        if original.get(column) != row.get(column)
+    ]
+    if changed:
+        return f"{' and '.join(changed)} changed since run {original['run_id']} recorded it; fork from this step to re-execute"
+    return f"the result recorded by run {original['run_id']} is not indexed in this RLAM_HOME"
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text[:500] if text else type(exc).__name__

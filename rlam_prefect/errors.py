@@ -1,0 +1,49 @@
+"""Errors a user can act on. The CLI prints ``str(error)`` as one line and exits non-zero."""
+
+from __future__ import annotations
+
+
+class RLamError(Exception):
+    """Base class: a clear, one-line, user-facing failure."""
+
+    exit_code = 2
+
+
+class UsageError(RLamError):
+    """Bad command-line or flow input: nothing was run and nothing was written."""
+
+
+class UnknownRunError(UsageError):
+    pass
+
+
+class UnknownActionError(UsageError):
+    pass
+
+
+class InvalidParamsError(UsageError):
+    pass
+
+
+class TraceCorruptError(RLamError):
+    """A trace file cannot be read; it is named and left untouched."""
+
+    exit_code = 3
+
+
+class StoredResultError(RLamError):
+    """A cached result is missing or does not match the hash recorded when it was written."""
+
+    exit_code = 4
+
+
+class ReplayMismatchError(RLamError):
+    """A replay could not serve a step from the cache, or served one with a different hash."""
+
+    exit_code = 4
+
+
+class ActionContractError(RLamError):
+    """An action returned something other than what it declares."""
+
+    exit_code = 5

@@ -1,0 +1,131 @@
+"""What ``rlam`` shows about a run, built from the trace alone (the trace is the source of truth)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from rlam_prefect.trace import TraceStore
+
+_STEP_FIELDS = ("step", "action", "status", "output_hash", "cache_key", "duration_s", "error_type", "error_message", "prefect_task_run_id")
+
+
+def run_report(store: TraceStore, run_id: str) -> dict[str, Any]:
+    run = store.run(run_id)
+    steps = store.steps(run_id)
+    report: dict[str, Any] = {
+        "run_id": run_id,
+        "status": run["status"],
+        "pipeline": run["pipeline"],
+        "mode": run["mode"],
+        "planner": run["planner"],
+        "steps": [{k: s.get(k) for k in _STEP_FIELDS} | {"params": json.loads(s["params"] or "{}")} for s in steps],
+        "executed": sum(s["status"] == "executed" for s in steps),
+        "cached": sum(s["status"] == "cached" for s in steps),
+        "failed": sum(s["status"] == "failed" for s in steps),
+        "rejected": sum(s["status"] == "rejected" for s in steps),
+        "llm_calls": run["llm_calls"] or 0,
+        "metrics": json.loads(run["metrics"]) if run.get("metrics") else {},
+        "prefect_flow_run_id": run["prefect_flow_run_id"],
+        "started_at": _iso(run["started_at"]),
+        "ended_at": _iso(run["ended_at"]),
+        "error_message": run["error_message"],
+        "trace_dir": str(store.root),
+    }
+    if run["mode"] == "replay":
+        original = store.steps(run["parent_run_id"])
+        report.update(replay_of=run["parent_run_id"], identical=bool(run["identical"]), differences=_differences(steps, original))
+    if run["mode"] == "fork":
+        report.update(parent_run_id=run["parent_run_id"], fork_step=run["fork_step"], overrides=json.loads(run["overrides"] or "{}"))
+    return report
+
+
+def _differences(replayed: list[dict[str, Any]], original: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    differences = []
+    for position in range(max(len(replayed), len(original))):
+        a = replayed[position] if position < len(replayed) else None
+        b = original[position] if position < len(original) else None
+        if a and b and a["action"] == b["action"] and a["output_hash"] == b["output_hash"] and (a["status"] in ("executed", "cached")) == (b["status"] in ("executed", "cached")):
+            continue
+        differences.append(
+            {
+                "step": position + 1,
+                "action": (a or b)["action"],
+                "replay": {"status": a["status"], "output_hash": a["output_hash"], "error": a["error_message"]} if a else None,
+                "original": {"status": b["status"], "output_hash": b["output_hash"]} if b else None,
+            }
+        )
+    return differences
+
+
+def runs_table(store: TraceStore, limit: int | None = None) -> list[dict[str, Any]]:
+    rows = store.runs()[: limit or None]
+    return [
+        {
+            "run_id": r["run_id"],
+            "status": r["status"],
+            "mode": r["mode"],
+            "pipeline": r["pipeline"],
+            "parent_run_id": r["parent_run_id"],
+            "fork_step": r["fork_step"],
+            "n_steps": r["n_steps"],
+            "executed": r["executed"],
+            "cached": r["cached"],
+            "metrics": json.loads(r["metrics"]) if r.get("metrics") else {},
+            "started_at": _iso(r["started_at"]),
+        }
+        for r in rows
+    ]
+
+
+def render_step(step: dict[str, Any]) -> str:
+    digest = (step.get("output_hash") or "")[7:19]
+    line = f"  {step['step']:>3}  {step['action']:<18} {step['status']:<9} {step.get('duration_s') or 0:7.2f}s  {digest}"
+    if step.get("error_message"):
+        line += f"  {step.get('error_type')}: {step['error_message']}"
+    return line
+
+
+def render_run(report: dict[str, Any]) -> str:
+    header = f"run {report['run_id']}  {report['mode']}  {report['status']}"
+    if report["mode"] == "replay":
+        header += f"  replay of {report['replay_of']}: {'identical' if report['identical'] else 'NOT identical'}"
+    if report["mode"] == "fork":
+        header += f"  fork of {report['parent_run_id']} at step {report['fork_step']}"
+        if report.get("overrides"):
+            header += f" with {_overrides_text(report['overrides'])}"
+    lines = [header, *(render_step(s) for s in report["steps"])]
+    lines.append(
+        f"  executed {report['executed']}, cached {report['cached']}, failed {report['failed']}, "
+        f"rejected {report['rejected']}, llm calls {report['llm_calls']}"
+    )
+    if report["metrics"]:
+        lines.append("  metrics: " + ", ".join(f"{k}={v}" for k, v in report["metrics"].items()))
+    for difference in report.get("differences") or []:
+        lines.append(f"  differs at step {difference['step']} {difference['action']}: {difference['replay']} vs {difference['original']}")
+    if report.get("error_message"):
+        lines.append(f"  error: {report['error_message']}")
+    return "\n".join(lines)
+
+
+def render_runs(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "no runs recorded yet (try `rlam run`)"
+    lines = [f"{'run_id':<13} {'status':<10} {'mode':<7} {'steps':>5} {'exec':>4} {'cache':>5}  {'accuracy':>8}  {'parent':<13} started"]
+    for r in rows:
+        accuracy = r["metrics"].get("accuracy")
+        parent = (r["parent_run_id"] or "-") + (f"@{r['fork_step']}" if r["fork_step"] else "")
+        lines.append(
+            f"{r['run_id']:<13} {r['status']:<10} {r['mode']:<7} {r['n_steps'] if r['n_steps'] is not None else '-':>5} "
+            f"{r['executed'] if r['executed'] is not None else '-':>4} {r['cached'] if r['cached'] is not None else '-':>5}  "
+            f"{accuracy if accuracy is not None else '-':>8}  {parent:<13} {r['started_at']}"
+        )
+    return "\n".join(lines)
+
+
+def _overrides_text(overrides: dict[str, dict[str, Any]]) -> str:
+    return " ".join(f"{a}.{p}={json.dumps(v)}" for a, params in overrides.items() for p, v in params.items())
+
+
+def _iso(value: Any) -> str | None:
+    return value.isoformat() if value is not None else None

@@ -1,0 +1,187 @@
+"""The one trace writer and reader: append-only Parquet tables under ``$RLAM_HOME/traces``.
+
+Layout: ``traces/<table>/<run_id>/<name>.parquet`` (``results/<key>.parquet`` for the cache
+index). Every write makes a new file: written beside its final name, fsynced, then hard-linked
+into place, which fails rather than replace an existing file. A file is therefore complete or
+absent, even after ``kill -9``, and no trace file is ever rewritten. Writers never share a
+file, so concurrent processes need no lock. Readers skip the hidden temporary files; a file
+that cannot be read is an error naming it, never silently skipped.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import socket
+import uuid
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from rlam_prefect.errors import TraceCorruptError, UnknownRunError
+from rlam_prefect.home import Home
+from rlam_prefect.trace_schema import TABLES
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+class TraceStore:
+    def __init__(self, home: Home) -> None:
+        self.home = home
+        self.root = home.traces
+
+    # ---- writing -------------------------------------------------------------------------
+
+    def append(self, table: str, rows: list[Mapping[str, Any]], *, partition: str, name: str) -> Path:
+        """Write ``rows`` as one new file; raises FileExistsError instead of replacing a file."""
+        schema = TABLES[table]
+        directory = self.root / table / partition
+        directory.mkdir(parents=True, exist_ok=True)
+        final = directory / f"{name}.parquet"
+        arrow_table = pa.Table.from_pylist([dict(r) for r in rows], schema=schema)
+        tmp = directory / f".{name}.{uuid.uuid4().hex}.tmp"
+        try:
+            pq.write_table(arrow_table, tmp)
+            with open(tmp, "rb") as handle:
+                os.fsync(handle.fileno())
+            os.link(tmp, final)
+        finally:
+            tmp.unlink(missing_ok=True)
+        _fsync_dir(directory)
+        return final
+
+    def append_run_event(self, row: Mapping[str, Any]) -> None:
+        event = row["event"]
+        self.append("runs", [{**row, "recorded_at": utcnow()}], partition=row["run_id"], name=f"{_EVENT_ORDER[event]}-{event}")
+
+    def append_step(self, row: Mapping[str, Any]) -> None:
+        self.append(
+            "steps",
+            [{**row, "recorded_at": utcnow()}],
+            partition=row["run_id"],
+            name=f"step-{row['step']:05d}-{uuid.uuid4().hex[:8]}",
+        )
+
+    def put_result_record(self, row: Mapping[str, Any]) -> bool:
+        """Index a stored result under its cache key. False if the key is already indexed."""
+        key = row["cache_key"]
+        try:
+            self.append("results", [row], partition=key[:2], name=key)
+        except FileExistsError:
+            return False
+        return True
+
+    # ---- reading -------------------------------------------------------------------------
+
+    def result_record(self, cache_key: str) -> dict[str, Any] | None:
+        path = self.root / "results" / cache_key[:2] / f"{cache_key}.parquet"
+        if not path.exists():
+            return None
+        rows = _read_file(path, "results")
+        return rows[0] if rows else None
+
+    def steps(self, run_id: str) -> list[dict[str, Any]]:
+        rows = self._read_partition("steps", run_id)
+        return sorted(rows, key=lambda r: r["step"])
+
+    def run(self, run_id: str) -> dict[str, Any]:
+        events = self._read_partition("runs", run_id)
+        if not events:
+            raise UnknownRunError(f"unknown run {run_id!r} in {self.root}")
+        return _current(events)
+
+    def runs(self) -> list[dict[str, Any]]:
+        """Every run's current row, newest first."""
+        table_dir = self.root / "runs"
+        if not table_dir.exists():
+            return []
+        by_run: dict[str, list[dict[str, Any]]] = {}
+        for path in _parquet_files(table_dir):
+            for row in _read_file(path, "runs"):
+                by_run.setdefault(row["run_id"], []).append(row)
+        current = [_current(events) for events in by_run.values()]
+        return sorted(current, key=lambda r: r["started_at"] or r["recorded_at"], reverse=True)
+
+    def resolve_run_id(self, ref: str) -> str:
+        """A full run id or an unambiguous prefix of one, like git."""
+        ref = ref.strip()
+        table_dir = self.root / "runs"
+        if not ref or not table_dir.exists():
+            raise UnknownRunError(f"unknown run {ref!r} (no runs recorded in {self.root})")
+        if (table_dir / ref).is_dir():
+            return ref
+        matches = [p.name for p in table_dir.iterdir() if p.is_dir() and p.name.startswith(ref)]
+        if len(matches) == 1:
+            return matches[0]
+        if not matches:
+            raise UnknownRunError(f"unknown run {ref!r} (see `rlam runs`)")
+        raise UnknownRunError(f"run id {ref!r} is ambiguous: {', '.join(sorted(matches)[:5])}")
+
+    def files(self) -> list[Path]:
+        return _parquet_files(self.root) if self.root.exists() else []
+
+    def _read_partition(self, table: str, partition: str) -> list[dict[str, Any]]:
+        directory = self.root / table / partition
+        if not directory.is_dir():
+            return []
+        rows: list[dict[str, Any]] = []
+        for path in _parquet_files(directory):
+            rows.extend(_read_file(path, table))
+        return rows
+
+
+_EVENT_ORDER = {"start": "00", "end": "01"}
+
+
+def _current(events: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    latest = max(events, key=lambda r: (_EVENT_ORDER.get(r["event"], "99"), r["recorded_at"]))
+    row = dict(latest)
+    if row["status"] == "running" and not _owner_alive(row):
+        row["status"] = "incomplete"
+    return row
+
+
+def _owner_alive(row: Mapping[str, Any]) -> bool:
+    if row.get("hostname") != socket.gethostname() or not row.get("pid"):
+        return True  # cannot tell from here; trust the record
+    try:
+        os.kill(int(row["pid"]), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _parquet_files(directory: Path) -> list[Path]:
+    return sorted(p for p in directory.rglob("*.parquet") if not p.name.startswith((".", "_")))
+
+
+def _read_file(path: Path, table: str) -> list[dict[str, Any]]:
+    schema = TABLES[table]
+    try:
+        data = pq.read_table(path)
+    except (OSError, pa.ArrowException) as exc:
+        raise TraceCorruptError(f"trace file {path} cannot be read ({_first_line(exc)}); it was left as it is") from None
+    missing = [f.name for f in schema if f.name not in data.column_names]
+    for name in missing:  # files written before a column existed read as nulls
+        data = data.append_column(name, pa.nulls(data.num_rows, schema.field(name).type))
+    return data.select(schema.names).to_pylist()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

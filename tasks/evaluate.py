@@ -1,0 +1,24 @@
+"""evaluate_model: metrics on the held-out split the model never saw."""
+
+from __future__ import annotations
+
+from rlam_prefect.actions import action
+from tasks.artifacts import Metrics, Split, TrainedModel
+
+
+@action
+def evaluate_model(model: TrainedModel, split: Split) -> Metrics:
+    """Held-out accuracy, balanced accuracy, macro F1 and the confusion matrix."""
+    from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_matrix, f1_score
+
+    if model.feature_names != split.feature_names:
+        raise ValueError("the model was trained on different features than this split holds")
+    predicted = model.estimator.predict(split.X_test)
+    matrix = confusion_matrix(split.y_test, predicted)
+    return Metrics(
+        accuracy=float(accuracy_score(split.y_test, predicted)),
+        balanced_accuracy=float(balanced_accuracy_score(split.y_test, predicted)),
+        f1_macro=float(f1_score(split.y_test, predicted, average="macro")),
+        n_test=int(len(split.y_test)),
+        confusion_matrix=tuple(tuple(int(v) for v in row) for row in matrix),
+    )
