@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
@@ -47,6 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
     show = sub.add_parser("show", help="one run's steps, hashes and metrics")
     show.add_argument("run_id")
     show.add_argument("--json", action="store_true")
+
+    server = sub.add_parser("server", help="this RLAM_HOME's local Prefect server (started on first use)")
+    server.add_argument("action", choices=("status", "start", "stop"))
+    server.add_argument("--json", action="store_true")
     return parser
 
 
@@ -60,6 +65,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("rlam: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into `head` and the like
+        sys.stderr.close()
+        return 0
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -73,6 +81,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         rows = runs_table(store, args.limit)
         _emit(rows, args.json, render_runs)
         return 0
+    if args.command == "server":
+        return _server_command(home, args)
     if args.command == "show":
         from rlam_prefect.report import render_run, run_report
 
@@ -104,6 +114,25 @@ def _dispatch(args: argparse.Namespace) -> int:
 
     _emit(report, args.json, render_run)
     return 0 if report["status"] == "completed" else 1
+
+
+def _server_command(home: Home, args: argparse.Namespace) -> int:
+    from rlam_prefect import server
+
+    if os.environ.get("PREFECT_API_URL"):
+        print(f"PREFECT_API_URL is set ({os.environ['PREFECT_API_URL']}): rlam uses that server and starts none")
+        return 0
+    if args.action == "start":
+        server.ensure_server(home)
+    elif args.action == "stop":
+        stopped = server.stop(home)
+        if not args.json:
+            print("stopped" if stopped else f"no local server recorded for {home.root}")
+        if not args.json:
+            return 0
+    info = server.status(home)
+    _emit(info, args.json, lambda i: f"{'running' if i['running'] else 'not running'}: {i.get('url', '-')} (RLAM_HOME {i['home']}, log {server.log_path(home)})")
+    return 0
 
 
 def _show_progress(run_id: str, mode: str) -> None:

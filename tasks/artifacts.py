@@ -80,7 +80,8 @@ class TrainedModel:
 class Metrics:
     accuracy: float
     balanced_accuracy: float
-    f1_macro: float
+    f1: float
+    f1_average: str
     n_test: int
     confusion_matrix: tuple[tuple[int, ...], ...]
 
@@ -88,6 +89,7 @@ class Metrics:
         return {
             "accuracy": round(self.accuracy, 4),
             "balanced_accuracy": round(self.balanced_accuracy, 4),
-            "f1_macro": round(self.f1_macro, 4),
+            "f1": round(self.f1, 4),
+            "f1_average": self.f1_average,
             "n_test": self.n_test,
         }

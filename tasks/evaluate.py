@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
 from rlam_prefect.actions import action
 from tasks.artifacts import Metrics, Split, TrainedModel
 
 
+class EvaluateParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    f1_average: Literal["macro", "weighted", "micro"] = "macro"
+
+
 @action
-def evaluate_model(model: TrainedModel, split: Split) -> Metrics:
-    """Held-out accuracy, balanced accuracy, macro F1 and the confusion matrix."""
+def evaluate_model(model: TrainedModel, split: Split, params: EvaluateParams) -> Metrics:
+    """Held-out accuracy, balanced accuracy, F1 (macro by default) and the confusion matrix."""
     from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_matrix, f1_score
 
     if model.feature_names != split.feature_names:
@@ -18,7 +27,8 @@ def evaluate_model(model: TrainedModel, split: Split) -> Metrics:
     return Metrics(
         accuracy=float(accuracy_score(split.y_test, predicted)),
         balanced_accuracy=float(balanced_accuracy_score(split.y_test, predicted)),
-        f1_macro=float(f1_score(split.y_test, predicted, average="macro")),
+        f1=float(f1_score(split.y_test, predicted, average=params.f1_average)),
+        f1_average=params.f1_average,
         n_test=int(len(split.y_test)),
         confusion_matrix=tuple(tuple(int(v) for v in row) for row in matrix),
     )

@@ -1,0 +1,97 @@
+"""Failures are trace rows and clear errors; nothing recorded is lost, rewritten or silently recomputed."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture
+def original(workspace):
+    report = workspace.rlam_json("run")
+    assert report["status"] == "completed"
+    return report
+
+
+def _result_file(workspace, report, step):
+    return workspace.home.result_data / report["steps"][step - 1]["cache_key"]
+
+
+@pytest.mark.parametrize("damage", ["corrupt", "delete"])
+def test_a_damaged_cached_result_fails_the_replay_naming_the_step(workspace, original, damage):
+    path = _result_file(workspace, original, 4)
+    if damage == "corrupt":
+        path.write_bytes(path.read_bytes()[:-8] + b"tampered")
+    else:
+        path.unlink()
+    results_before = workspace.snapshot("results")
+    result = workspace.rlam("replay", original["run_id"], "--json")
+    assert result.code != 0
+    replay = result.json
+    assert replay["identical"] is False and replay["executed"] == 0
+    failed = [s for s in replay["steps"] if s["status"] == "failed"]
+    assert [s["step"] for s in failed] == [4]
+    assert failed[0]["error_type"] == "StoredResultError"
+    assert "step 4 train_model" in failed[0]["error_message"]
+    assert workspace.snapshot("results") == results_before  # the damaged file was not rewritten
+    # A fresh run of the same work hits the same key: it must refuse too, not recompute silently.
+    rerun = workspace.rlam("run", "--json")
+    assert rerun.code != 0 and rerun.json["steps"][3]["error_type"] == "StoredResultError"
+    assert workspace.snapshot("results") == results_before
+
+
+def test_an_action_failure_is_a_recorded_row_not_a_retry(workspace):
+    # every breast-cancer feature has variance below 1e9, so preprocessing has nothing left to use
+    result = workspace.rlam("run", "--set", "analyze_data.variance_threshold=1e9", "--json")
+    assert result.code == 1
+    report = result.json
+    assert report["status"] == "failed"
+    assert [s["status"] for s in report["steps"]] == ["executed", "executed", "failed"]
+    failed = report["steps"][2]
+    assert failed["error_type"] == "ValueError" and "every feature is flagged" in failed["error_message"]
+    assert failed["prefect_task_run_id"]
+    shown = workspace.rlam_json("show", report["run_id"])
+    assert shown["status"] == "failed" and shown["steps"][2]["status"] == "failed"
+    # the replay reproduces the failure from the trace without executing anything
+    replay = workspace.rlam_json("replay", report["run_id"])
+    assert replay["identical"] is True and replay["executed"] == 0
+    assert replay["steps"][2]["status"] == "failed"
+
+
+def test_an_unindexed_result_file_is_quarantined_not_served(workspace, original):
+    """A crash between Prefect's write and our index leaves a file nothing vouches for."""
+    fork = workspace.rlam_json("fork", original["run_id"], "--step", "4", "--set", "train_model.C=0.5")
+    key = fork["steps"][3]["cache_key"]
+    index = workspace.home.traces / "results" / key[:2] / f"{key}.parquet"
+    index.unlink()  # simulate the crash: result stored, never indexed
+    again = workspace.rlam_json("fork", original["run_id"], "--step", "4", "--set", "train_model.C=0.5")
+    assert again["steps"][3]["status"] == "executed"
+    quarantined = list(workspace.home.quarantine.glob(f"{key}-*/*"))
+    assert sorted(p.name for p in quarantined) == ["data", "keys"]
+
+
+BAD_INPUTS = [
+    (["replay", "nosuchrun"], "unknown run"),
+    (["fork", "{run}", "--step", "9"], "out of range"),
+    (["fork", "{run}", "--step", "0"], "out of range"),
+    (["fork", "{run}"], "--step"),
+    (["fork", "{run}", "--step", "2", "--set", "nosuch.C=1"], "unknown action"),
+    (["fork", "{run}", "--step", "2", "--set", "train_model.gamma=1"], "unknown parameter"),
+    (["fork", "{run}", "--step", "2", "--set", "train_model.C=-1"], "greater than 0"),
+    (["fork", "{run}", "--step", "2", "--set", "train_model.C=abc"], "C:"),
+    (["fork", "{run}", "--step", "2", "--set", "train_modelC=1"], "ACTION.PARAM=VALUE"),
+    (["fork", "{run}", "--step", "5", "--set", "train_model.C=2"], "does not run at or after"),
+    (["run", "--set", "load_dataset.name=mnist"], "name:"),
+    (["run", "--pipeline", "nope"], "invalid choice"),
+    (["replay", "{run}", "--set", "x.y=1"], "unrecognized arguments"),
+]
+
+
+@pytest.mark.parametrize(("argv", "message"), BAD_INPUTS, ids=[" ".join(a) for a, _ in BAD_INPUTS])
+def test_bad_input_is_one_line_non_zero_and_writes_nothing(workspace, original, argv, message):
+    before = workspace.snapshot()
+    result = workspace.rlam(*[a.replace("{run}", original["run_id"]) for a in argv])
+    assert result.code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("rlam: error:") and message in lines[0], result.stderr
+    assert "Traceback" not in result.stderr and result.stdout == ""
+    assert workspace.snapshot() == before

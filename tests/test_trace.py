@@ -1,0 +1,88 @@
+"""The Parquet trace store: atomic, append-only, readable without the project, loud about damage."""
+
+from __future__ import annotations
+
+import datetime as dt
+import subprocess
+import sys
+
+import pytest
+
+from rlam_prefect.errors import TraceCorruptError, UnknownRunError
+from rlam_prefect.home import Home
+from rlam_prefect.trace import TraceStore, utcnow
+
+
+def _step(run_id: str, step: int) -> dict:
+    return {"run_id": run_id, "step": step, "action": "load_dataset", "params": "{}", "status": "executed", "started_at": utcnow(), "duration_s": 0.1}
+
+
+def _start(run_id: str, pid: int) -> dict:
+    return {"run_id": run_id, "event": "start", "mode": "run", "pipeline": "rlam", "status": "running", "started_at": utcnow(), "pid": pid, "hostname": __import__("socket").gethostname()}
+
+
+@pytest.fixture
+def store(tmp_path) -> TraceStore:
+    return TraceStore(Home(tmp_path))
+
+
+def test_a_file_is_never_replaced(store):
+    path = store.append("steps", [_step("r1", 1)], partition="r1", name="fixed-name")
+    before = path.read_bytes()
+    with pytest.raises(FileExistsError):
+        store.append("steps", [_step("r1", 2)], partition="r1", name="fixed-name")
+    assert path.read_bytes() == before
+    assert not [p for p in path.parent.iterdir() if p.name.startswith(".")]  # no temp file left behind
+
+
+def test_tables_read_back_with_plain_pyarrow_and_duckdb(store, tmp_path):
+    for step in (1, 2, 3):
+        store.append_step(_step("abc", step))
+    store.append_run_event(_start("abc", 1))
+    script = f"""
+import duckdb, pyarrow.dataset as ds
+t = ds.dataset({str(store.root / 'steps')!r}, format='parquet').to_table()
+assert sorted(t.column('step').to_pylist()) == [1, 2, 3], t
+n = duckdb.sql("select count(*) from read_parquet('{store.root}/steps/**/*.parquet')").fetchall()[0][0]
+assert n == 3, n
+print('ok')
+"""
+    # a fresh interpreter that never imports this project
+    out = subprocess.run([sys.executable, "-I", "-c", script], capture_output=True, text=True, cwd=tmp_path)
+    assert out.stdout.strip() == "ok", out.stderr
+
+
+def test_temporary_files_are_invisible_to_readers(store):
+    store.append_step(_step("r1", 1))
+    (store.root / "steps" / "r1" / ".half-written.tmp").write_bytes(b"PAR1 garbage")
+    assert [r["step"] for r in store.steps("r1")] == [1]
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "empty"])
+def test_a_damaged_file_is_named_not_skipped(store, damage):
+    path = store.append("steps", [_step("r1", 1)], partition="r1", name="s1")
+    data = path.read_bytes()
+    path.write_bytes({"truncate": data[: len(data) // 2], "garbage": b"not parquet at all", "empty": b""}[damage])
+    with pytest.raises(TraceCorruptError, match=str(path)):
+        store.steps("r1")
+    assert path.exists()
+
+
+def test_a_run_whose_process_died_reads_as_incomplete(store):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    store.append_run_event(_start("gone", int(dead.stdout)))
+    assert store.run("gone")["status"] == "incomplete"
+    store.append_run_event(_start("alive", __import__("os").getpid()))
+    assert store.run("alive")["status"] == "running"
+
+
+def test_latest_event_wins_and_prefixes_resolve(store):
+    store.append_run_event(_start("abcdef123456", 1))
+    store.append_run_event({**_start("abcdef123456", 1), "event": "end", "status": "completed", "ended_at": utcnow() + dt.timedelta(seconds=1)})
+    assert store.run("abcdef123456")["status"] == "completed"
+    assert store.resolve_run_id("abcd") == "abcdef123456"
+    store.append_run_event(_start("abcxyz000000", 1))
+    with pytest.raises(UnknownRunError, match="ambiguous"):
+        store.resolve_run_id("abc")
+    with pytest.raises(UnknownRunError):
+        store.resolve_run_id("zzz")
