@@ -11,32 +11,50 @@ from typing import Any
 
 from prefect import flow
 from prefect.runtime import flow_run
+from prefect.states import Failed, State
 
 from rlam_prefect.engine import RunSession
-from rlam_prefect.errors import RLamError
 from rlam_prefect.home import Home
-from rlam_prefect.planning import FIXED_PLANNER, prepare_plan
+from rlam_prefect.planning import prepare_plan
 from rlam_prefect.trace import TraceStore
 
 
-@flow(name="rlam", persist_result=False, log_prints=True)
+@flow(name="rlam", persist_result=False)
 def rlam_flow(
     run_id: str | None = None,
-    planner: str = FIXED_PLANNER,
+    planner: str | None = None,
+    temperature: float | None = None,
+    seed: int | None = None,
+    max_steps: int | None = None,
+    target_accuracy: float | None = None,
     overrides: dict[str, dict[str, Any]] | None = None,
     replay_of: str | None = None,
     fork_of: str | None = None,
     fork_step: int | None = None,
-) -> dict[str, Any]:
+    pin_decisions: bool = False,
+    inject_failures: list[str] | None = None,
+) -> dict[str, Any] | State:
+    """Plan and execute one R-LAM run; or replay (replay_of) or fork (fork_of + fork_step) a recorded one.
+
+    planner: "fixed", "rlam/heuristic" (offline default) or any litellm model string; a fork keeps its
+    parent's planner unless told otherwise. overrides: {action: {param: value}}, applied to that action
+    from the fork step on. pin_decisions: a fork re-uses the parent's plan instead of asking the planner.
+    """
     home = Home.from_env()
     plan = prepare_plan(
         TraceStore(home),
         run_id=run_id,
         planner=planner,
+        temperature=temperature,
+        seed=seed,
+        max_steps=max_steps,
+        target_accuracy=target_accuracy,
         overrides=overrides,
         replay_of=replay_of,
         fork_of=fork_of,
         fork_step=fork_step,
+        pin_decisions=pin_decisions,
+        inject_failures=inject_failures or (),
     )
     session = RunSession(home, plan, flow_run.get_id())
     session.start()
@@ -48,11 +66,6 @@ def rlam_flow(
         raise
     summary = session.finish()
     if summary["status"] != "completed":
-        raise RunFailed(f"run {plan.run_id} {summary['status']}: see `rlam show {plan.run_id}`")
+        # a failed run is an outcome, not a crash: mark the flow run failed without a traceback
+        return Failed(message=f"run {plan.run_id} {summary['status']}: see `rlam show {plan.run_id}`")
     return {"run_id": plan.run_id, "status": summary["status"]}
-
-
-class RunFailed(RLamError):
-    """Marks the Prefect flow run failed when the R-LAM run failed (the trace says why)."""
-
-    exit_code = 1

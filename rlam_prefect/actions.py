@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import os
+import sys
 import typing
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -135,6 +136,8 @@ def load_action_modules(extra: Iterable[str] = ()) -> tuple[str, ...]:
     """Import the default action modules, those named in RLAM_ACTIONS, and ``extra``."""
     from_env = [m.strip() for m in os.environ.get(ACTION_MODULES_ENV, "").split(",") if m.strip()]
     modules = tuple(dict.fromkeys([*DEFAULT_ACTION_MODULES, *from_env, *extra]))
+    if len(modules) > len(DEFAULT_ACTION_MODULES) and os.getcwd() not in sys.path:
+        sys.path.append(os.getcwd())  # a user's own action module next to where they run rlam
     for module in modules:
         try:
             importlib.import_module(module)

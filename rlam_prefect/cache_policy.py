@@ -17,8 +17,8 @@ class ActionCachePolicy(CachePolicy):
     """Key = action + code version + validated params + input artifact hashes + environment.
 
     Inputs arrive as ``Artifact`` objects that carry the hash computed when they were produced
-    (and re-verified when they were loaded), so no input is hashed twice. The ``step`` and
-    ``expect_cached`` task arguments are bookkeeping and stay out of the key.
+    (and re-verified when they were loaded), so no input is hashed twice. The ``step``,
+    ``expect_cached`` and ``inject_failure`` task arguments are bookkeeping and stay out of the key.
     """
 
     def compute_key(

@@ -27,8 +27,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     run = sub.add_parser("run", help="run the workflow (R-LAM by default)")
-    run.add_argument("--pipeline", choices=("rlam", "script"), default="rlam")
+    run.add_argument("--pipeline", choices=("rlam", "lam", "script"), default="rlam",
+                     help="rlam: planned, cached, traced (default); lam: planned, executed directly; script: fixed order")
+    _planner_arguments(run)
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="ACTION.PARAM=VALUE")
+    run.add_argument("--inject-failure", dest="inject", action="append", default=[], metavar="ACTION",
+                     help="make the first execution of ACTION fail (experiments)")
     run.add_argument("--json", action="store_true")
 
     replay = sub.add_parser("replay", help="re-run a recorded run entirely from the verified cache")
@@ -39,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     fork.add_argument("run_id")
     fork.add_argument("--step", type=int, required=True, metavar="K")
     fork.add_argument("--set", dest="overrides", action="append", default=[], metavar="ACTION.PARAM=VALUE")
+    fork.add_argument("--pin-decisions", action="store_true", help="keep the parent's plan (with the overrides) instead of asking the planner")
+    _planner_arguments(fork, default_note="the parent's")
+    fork.add_argument("--inject-failure", dest="inject", action="append", default=[], metavar="ACTION")
     fork.add_argument("--json", action="store_true")
 
     runs = sub.add_parser("runs", help="list recorded runs, newest first")
@@ -49,10 +56,21 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("run_id")
     show.add_argument("--json", action="store_true")
 
+    actions = sub.add_parser("actions", help="the action space: inputs, output and parameter schema of each action")
+    actions.add_argument("--json", action="store_true")
+
     server = sub.add_parser("server", help="this RLAM_HOME's local Prefect server (started on first use)")
     server.add_argument("action", choices=("status", "start", "stop"))
     server.add_argument("--json", action="store_true")
     return parser
+
+
+def _planner_arguments(parser: argparse.ArgumentParser, default_note: str = "$RLAM_PLANNER or rlam/heuristic") -> None:
+    parser.add_argument("--planner", default=None, metavar="MODEL", help=f"fixed, rlam/heuristic or a litellm model (default: {default_note})")
+    parser.add_argument("--temperature", type=float, default=None, help="planner sampling temperature (default 0)")
+    parser.add_argument("--seed", type=int, default=None, help="planner seed where the provider accepts one (default 0)")
+    parser.add_argument("--max-steps", type=int, default=None, help="step budget (default 12)")
+    parser.add_argument("--target", dest="target_accuracy", type=float, default=None, help="accuracy goal the planner works towards (default 0.97)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -83,6 +101,17 @@ def _dispatch(args: argparse.Namespace) -> int:
         return 0
     if args.command == "server":
         return _server_command(home, args)
+    if args.command == "actions":
+        from rlam_prefect.actions import load_action_modules, registered_actions
+
+        load_action_modules()
+        specs = registered_actions()
+        listing = [
+            {"action": s.name, "module": s.module, "inputs": s.input_kinds, "output": s.output_kind, "description": s.description, "params_schema": s.params_schema()}
+            for s in specs.values()
+        ]
+        _emit(listing, args.json, _render_actions)
+        return 0
     if args.command == "show":
         from rlam_prefect.report import render_run, run_report
 
@@ -92,19 +121,25 @@ def _dispatch(args: argparse.Namespace) -> int:
     from rlam_prefect.planning import parse_overrides, prepare_plan
 
     overrides = parse_overrides(getattr(args, "overrides", []))
-    if args.command == "run" and args.pipeline == "script":
-        from flows.script_pipeline import run_script
-
-        prepare_plan(store, overrides=overrides)  # same validation of --set as every pipeline
-        report = run_script(overrides)
-        _emit(report, args.json, _render_script)
+    planner_options = {
+        k: getattr(args, k, None) for k in ("planner", "temperature", "seed", "max_steps", "target_accuracy")
+    }
+    if args.command == "run" and args.pipeline in ("script", "lam"):
+        if args.pipeline == "script":
+            planner_options["planner"] = "fixed"
+        plan = prepare_plan(store, overrides=overrides, inject_failures=args.inject, **planner_options)
+        report = _run_untraced(plan, args.pipeline)
+        _emit(report, args.json, _render_untraced)
         return 0 if report["status"] == "completed" else 1
     if args.command == "run":
-        plan = prepare_plan(store, overrides=overrides)
+        plan = prepare_plan(store, overrides=overrides, inject_failures=args.inject, **planner_options)
     elif args.command == "replay":
         plan = prepare_plan(store, replay_of=args.run_id)
     else:
-        plan = prepare_plan(store, fork_of=args.run_id, fork_step=args.step, overrides=overrides)
+        plan = prepare_plan(
+            store, fork_of=args.run_id, fork_step=args.step, overrides=overrides,
+            pin_decisions=args.pin_decisions, inject_failures=args.inject, **planner_options,
+        )
     if not args.json and sys.stderr.isatty():
         _show_progress(plan.run_id, plan.mode)
     from rlam_prefect.runner import execute
@@ -143,12 +178,34 @@ def _show_progress(run_id: str, mode: str) -> None:
     add_step_listener(lambda row: print(render_step(row), file=sys.stderr, flush=True))
 
 
-def _render_script(report: dict[str, Any]) -> str:
+def _run_untraced(plan: Any, pipeline: str) -> dict[str, Any]:
+    if pipeline == "script":
+        from flows.script_pipeline import run_script
+
+        return run_script(plan.overrides, plan.inject_failures)
+    from flows.lam_pipeline import run_naive_lam
+
+    return run_naive_lam(plan)
+
+
+def _render_untraced(report: dict[str, Any]) -> str:
     from rlam_prefect.report import render_step
 
-    lines = [f"script pipeline  {report['status']}  (no cache, no trace)", *(render_step(s) for s in report["steps"])]
+    title = f"{report['pipeline']} pipeline  {report['status']}  (no cache, no trace)"
+    lines = [title, *(render_step(s) for s in report["steps"])]
+    lines.append(f"  executed {report['executed']}, llm calls {report['llm_calls']}")
     if report["metrics"]:
         lines.append("  metrics: " + ", ".join(f"{k}={v}" for k, v in report["metrics"].items()))
+    return "\n".join(lines)
+
+
+def _render_actions(listing: list[dict[str, Any]]) -> str:
+    lines = []
+    for entry in listing:
+        inputs = ", ".join(f"{arg}: {kind}" for arg, kind in entry["inputs"].items())
+        params = ", ".join(f"{name}={prop.get('default')!r}" for name, prop in entry["params_schema"].get("properties", {}).items())
+        lines.append(f"{entry['action']}({inputs}) -> {entry['output']}    [{params}]    {entry['module']}")
+        lines.append(f"    {entry['description']}")
     return "\n".join(lines)
 
 

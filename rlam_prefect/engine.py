@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -46,7 +47,9 @@ class RunSession:
         self.history: list[dict[str, Any]] = []
         self.artifacts: dict[str, Artifact] = {}  # latest artifact of each kind
         self.started_at = utcnow()
-        self.source = plan.decisions()
+        self.source = plan.decisions(self._call_planner)
+        self.injected: set[str] = set()
+        self.llm_calls_before = _llm_calls()
 
     # ---- lifecycle -----------------------------------------------------------------------
 
@@ -54,9 +57,15 @@ class RunSession:
         self.store.append_run_event(self._run_row("start", "running"))
 
     def next_decision(self) -> Decision | None:
-        return self.source.next_decision(self.history)
+        decision = self.source.next_decision(self.history)
+        stop = getattr(self.source, "stop_record", None)
+        if decision is None and stop is not None and not getattr(self, "_stop_written", False):
+            self.store.append_decision({"run_id": self.plan.run_id, **stop})
+            self._stop_written = True
+        return decision
 
     def finish(self, error: str | None = None) -> dict[str, Any]:
+        error = error or self.source.failure
         row = self._run_row("end", "failed" if error or self._failed() else "completed", error)
         self.store.append_run_event(row)
         return row
@@ -80,17 +89,22 @@ class RunSession:
             "started_at": started,
             "reason": decision.reason,
         }
+        if decision.recovers_step is not None:
+            row["recovers_step"] = decision.recovers_step
+        if decision.rejection is not None:
+            row.update(action=decision.action or "(invalid)", params=None, status="rejected", error_type="InvalidDecision", error_message=decision.rejection)
+            return self._record(row, clock, decision)
         original = decision.original
         if decision.expect_cached and original is not None and original["status"] in ("failed", "rejected"):
             # A recorded failure is part of the run: carried into the replay, never re-executed.
             row.update({k: original[k] for k in ("params", "input_hashes", "cache_key", "code_version", "env_hash", "status", "error_type", "error_message")})
             row["error_message"] = f"{original['error_message']} (recorded in run {original['run_id']}, not re-executed)"
-            return self._record(row, clock)
+            return self._record(row, clock, decision)
         try:
             self._run_step(decision, step, row)
         except RLamError as exc:
             row.update(status="failed", error_type=type(exc).__name__, error_message=str(exc))
-        return self._record(row, clock)
+        return self._record(row, clock, decision)
 
     def _run_step(self, decision: Decision, step: int, row: dict[str, Any]) -> None:
         spec = get_action(decision.action)
@@ -123,8 +137,19 @@ class RunSession:
                 moved = self.guard.quarantine_orphan(key)
                 if moved is not None:
                     row["reason"] = f"{row['reason']}; an unindexed result file for this key was moved to {moved}".lstrip("; ")
+            inject = record is None and spec.name in self.plan.inject_failures and spec.name not in self.injected
+            if inject:
+                self.injected.add(spec.name)
             task = _action_task(spec, self.home)
-            state = task(step=step, params=params, inputs=inputs, expect_cached=record is not None, return_state=True)
+            state = task(
+                step=step,
+                params=params,
+                inputs=inputs,
+                expect_cached=record is not None,
+                inject_failure=inject,
+                return_state=True,
+                wait_for=decision.upstream or None,
+            )
             row["prefect_task_run_id"] = str(state.state_details.task_run_id) if state.state_details else None
             if state.is_failed() or state.is_crashed():
                 exc = state.result(raise_on_failure=False)
@@ -159,9 +184,11 @@ class RunSession:
             row.update(output_hash=artifact.content_hash, summary=canonical_json(artifact.summary()), result_digest=record["result_digest"] if record else digest)
             self.artifacts[artifact.kind] = artifact
 
-    def _record(self, row: dict[str, Any], clock: float) -> dict[str, Any]:
+    def _record(self, row: dict[str, Any], clock: float, decision: Decision) -> dict[str, Any]:
         row["duration_s"] = time.perf_counter() - clock
         self.store.append_step(row)
+        if decision.record is not None:
+            self.store.append_decision({"run_id": self.plan.run_id, **decision.record, "step": row["step"]})
         self.history.append(row)
         for listener in list(_listeners):
             listener(row)
@@ -180,7 +207,9 @@ class RunSession:
             "parent_run_id": plan.parent_run_id,
             "fork_step": plan.fork_step,
             "overrides": canonical_json(plan.overrides),
-            "planner": plan.planner,
+            "planner": plan.planner.model,
+            "planner_options": plan.planner.to_json(),
+            "injected_failures": json.dumps(list(plan.inject_failures)),
             "status": status,
             "started_at": self.started_at,
             "env_hash": environment_hash(),
@@ -189,7 +218,6 @@ class RunSession:
             "rlam_version": __version__,
             "hostname": socket.gethostname(),
             "pid": os.getpid(),
-            "llm_calls": 0,
         }
         if event == "end":
             row.update(
@@ -200,8 +228,17 @@ class RunSession:
                 identical=self._identical() if plan.mode == "replay" else None,
                 metrics=canonical_json(self._metrics()),
                 error_message=error,
+                llm_calls=_llm_calls() - self.llm_calls_before,
             )
         return row
+
+    def _call_planner(self, messages: list[dict[str, str]], step: int) -> tuple[Any, list[Any]]:
+        from prefect.utilities.annotations import quote
+
+        from rlam_prefect.prefect_tasks import plan_task
+
+        state = plan_task()(step=step, model=self.plan.planner.model, messages=quote(messages), temperature=self.plan.planner.temperature, seed=self.plan.planner.seed, return_state=True)
+        return state.result(), [state]
 
     def _metrics(self) -> dict[str, Any]:
         for row in reversed(self.history):
@@ -220,6 +257,15 @@ def _outcome(row: dict[str, Any]) -> tuple[str, str, str | None]:
     """What a step produced, whether it ran or was served: replay must match it exactly."""
     status = "ok" if row["status"] in ("executed", "cached") else row["status"]
     return row["action"], status, row.get("output_hash")
+
+
+def _llm_calls() -> int:
+    """litellm calls counted so far in this process; 0 without importing litellm if it never ran."""
+    if "rlam_prefect.llm" not in sys.modules:
+        return 0
+    from rlam_prefect.llm import calls_seen
+
+    return calls_seen()
 
 
 def _action_task(spec: Any, home: Home) -> Any:

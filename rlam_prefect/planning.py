@@ -1,23 +1,24 @@
 """What a run will do: a validated request and the source of its decisions.
 
-Everything a user can get wrong (unknown run, step out of range, a bad ``--set``) is checked
-here, before Prefect is imported and before anything is written.
+Everything a user can get wrong (unknown run, step out of range, a bad ``--set``, a bad planner
+option, a provider without its key) is checked here, before Prefect is imported and before
+anything is written.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from rlam_prefect.actions import get_action, load_action_modules, registered_actions
+from rlam_prefect.actions import get_action, load_action_modules
 from rlam_prefect.errors import UsageError
+from rlam_prefect.llm import MOCK_ENV
+from rlam_prefect.planner import FIXED_PLANNER, LLMPlanner, PlannerCall, PlannerOptions, default_planner
 from rlam_prefect.trace import TraceStore
-
-PIPELINES = ("rlam", "script")
-FIXED_PLANNER = "fixed"
 
 
 @dataclass
@@ -27,33 +28,55 @@ class Decision:
     reason: str = ""
     expect_cached: bool = False  # reused from a recorded run: must be served from the verified cache
     original: dict[str, Any] | None = None  # the recorded step this decision reproduces
+    recovers_step: int | None = None
+    rejection: str | None = None  # the planner's reply could not be acted on, and why
+    record: dict[str, Any] | None = None  # the decisions-table row of the planner call behind it
+    upstream: list[Any] = field(default_factory=list)  # Prefect states the action task waits for
 
 
 class DecisionSource(Protocol):
     def next_decision(self, history: list[dict[str, Any]]) -> Decision | None: ...
+
+    @property
+    def failure(self) -> str | None: ...
 
 
 @dataclass
 class RunPlan:
     run_id: str
     mode: str  # run | replay | fork
-    planner: str
+    planner: PlannerOptions
     overrides: dict[str, dict[str, Any]]
     action_modules: tuple[str, ...]
     parent_run_id: str | None = None
     fork_step: int | None = None
+    pin_decisions: bool = False
+    inject_failures: tuple[str, ...] = ()
     parent_steps: list[dict[str, Any]] = field(default_factory=list)
 
-    def decisions(self) -> DecisionSource:
+    @property
+    def fixed(self) -> bool:
+        return self.planner.model == FIXED_PLANNER
+
+    def decisions(self, call: PlannerCall) -> DecisionSource:
         if self.mode == "replay":
             return RecordedDecisions(self.parent_steps, cached_before=None, overrides={})
-        if self.mode == "fork":
+        if self.mode == "fork" and (self.pin_decisions or self.fixed):
             return RecordedDecisions(self.parent_steps, cached_before=self.fork_step, overrides=self.overrides)
-        return FixedOrder(_seed_order(), self.overrides)
+        if self.fixed:
+            return FixedOrder(_seed_order(), self.overrides)
+        planner = PlannerDecisions(LLMPlanner(self.planner, self.overrides, call))
+        if self.mode == "fork":
+            assert self.fork_step is not None
+            prefix = RecordedDecisions(self.parent_steps[: self.fork_step - 1], cached_before=None, overrides={})
+            return Chained(prefix, planner)
+        return planner
 
 
 class FixedOrder:
     """The seed's hard-coded order; stops at the first failure."""
+
+    failure: str | None = None
 
     def __init__(self, order: Iterable[str], overrides: Mapping[str, Mapping[str, Any]]) -> None:
         self.order = list(order)
@@ -71,6 +94,8 @@ class FixedOrder:
 class RecordedDecisions:
     """A recorded run's steps again: served from cache before ``cached_before`` (all, if None)."""
 
+    failure: str | None = None
+
     def __init__(
         self, steps: list[dict[str, Any]], cached_before: int | None, overrides: Mapping[str, Mapping[str, Any]]
     ) -> None:
@@ -83,16 +108,69 @@ class RecordedDecisions:
         if position >= len(self.steps):
             return None
         if history and history[-1]["status"] in ("failed", "rejected") and not self._reused(position):
-            return None  # a re-executed step failed: stop as a fresh run would
+            if self.steps[position - 1]["status"] not in ("failed", "rejected"):
+                return None  # a re-executed step failed where the original did not: stop as a fresh run would
         row = self.steps[position]
-        params = json.loads(row["params"])
+        params = json.loads(row["params"]) if row.get("params") else {}
         reused = self._reused(position + 1)
         if not reused:
             params = {**params, **self.overrides.get(row["action"], {})}
-        return Decision(row["action"], params, reason=row.get("reason") or "", expect_cached=reused, original=row)
+        return Decision(
+            row["action"], params, reason=row.get("reason") or "", expect_cached=reused, original=row, recovers_step=row.get("recovers_step")
+        )
 
     def _reused(self, step: int) -> bool:
         return self.cached_before is None or step < self.cached_before
+
+
+class PlannerDecisions:
+    """Decisions from an LLM planner, each a recorded planner call."""
+
+    def __init__(self, planner: LLMPlanner) -> None:
+        self.planner = planner
+
+    @property
+    def failure(self) -> str | None:
+        return self.planner.failure
+
+    @property
+    def stop_record(self) -> dict[str, Any] | None:
+        return self.planner.stop_record
+
+    def next_decision(self, history: list[dict[str, Any]]) -> Decision | None:
+        planned = self.planner.plan(history)
+        if planned is None:
+            return None
+        return Decision(
+            planned.action or "",
+            planned.params,
+            reason=planned.reason,
+            recovers_step=planned.recovers_step,
+            rejection=planned.rejection,
+            record=planned.record,
+            upstream=planned.upstream,
+        )
+
+
+class Chained:
+    """Recorded decisions first (a fork's reused prefix), then a live planner."""
+
+    def __init__(self, first: RecordedDecisions, then: PlannerDecisions) -> None:
+        self.first = first
+        self.then = then
+
+    @property
+    def failure(self) -> str | None:
+        return self.then.failure
+
+    @property
+    def stop_record(self) -> dict[str, Any] | None:
+        return self.then.stop_record
+
+    def next_decision(self, history: list[dict[str, Any]]) -> Decision | None:
+        if len(history) < len(self.first.steps):
+            return self.first.next_decision(history)
+        return self.then.next_decision(history)
 
 
 def new_run_id() -> str:
@@ -119,40 +197,100 @@ def prepare_plan(
     store: TraceStore,
     *,
     run_id: str | None = None,
-    planner: str = FIXED_PLANNER,
+    planner: str | None = None,
+    temperature: float | None = None,
+    seed: int | None = None,
+    max_steps: int | None = None,
+    target_accuracy: float | None = None,
     overrides: Mapping[str, Mapping[str, Any]] | None = None,
     replay_of: str | None = None,
     fork_of: str | None = None,
     fork_step: int | None = None,
+    pin_decisions: bool = False,
+    inject_failures: Iterable[str] = (),
 ) -> RunPlan:
     overrides = {str(a): dict(p) for a, p in (overrides or {}).items()}
+    inject = tuple(dict.fromkeys(inject_failures))
     if replay_of and fork_of:
         raise UsageError("choose either replay_of or fork_of, not both")
     if fork_step is not None and not fork_of:
         raise UsageError("fork_step needs fork_of (the run to fork)")
-    if planner != FIXED_PLANNER:
-        raise UsageError(f"unknown planner {planner!r} (available: {FIXED_PLANNER})")
+    if pin_decisions and not fork_of:
+        raise UsageError("pin_decisions applies to forks only")
     run_id = run_id or new_run_id()
+    tuning = {"temperature": temperature, "seed": seed, "max_steps": max_steps, "target_accuracy": target_accuracy}
     if replay_of:
-        if overrides:
-            raise UsageError("a replay takes no overrides; fork the run to change parameters")
+        if overrides or planner or inject or any(v is not None for v in tuning.values()):
+            raise UsageError("a replay takes no overrides, planner options or injected failures; fork the run to change something")
         parent = store.resolve_run_id(replay_of)
-        modules = _load_recorded_modules(store, parent)
-        steps = _recorded_steps(store, parent)
-        return RunPlan(run_id, "replay", planner, {}, modules, parent, None, steps)
+        parent_run = store.run(parent)
+        modules = _load_recorded_modules(parent_run)
+        options = PlannerOptions.from_json(parent_run.get("planner_options"), parent_run.get("planner") or FIXED_PLANNER)
+        return RunPlan(run_id, "replay", options, {}, modules, parent, None, False, (), _recorded_steps(store, parent))
     if fork_of:
         parent = store.resolve_run_id(fork_of)
-        modules = _load_recorded_modules(store, parent)
+        parent_run = store.run(parent)
+        modules = _load_recorded_modules(parent_run)
         steps = _recorded_steps(store, parent)
         if fork_step is None:
             raise UsageError("a fork needs --step K (the first step to re-execute)")
         if not 1 <= fork_step <= len(steps):
             raise UsageError(f"step {fork_step} is out of range: run {parent} has steps 1..{len(steps)}")
-        _validate_overrides(overrides, [json.loads(s["params"]) | {"__action": s["action"]} for s in steps[fork_step - 1 :]])
-        return RunPlan(run_id, "fork", planner, overrides, modules, parent, fork_step, steps)
+        recorded = PlannerOptions.from_json(parent_run.get("planner_options"), parent_run.get("planner") or FIXED_PLANNER)
+        options = _planner_options(planner or recorded.model, tuning, base=recorded)
+        plan = RunPlan(run_id, "fork", options, overrides, modules, parent, fork_step, pin_decisions, inject, steps)
+        upcoming = [s["action"] for s in steps[fork_step - 1 :]] if plan.pin_decisions or plan.fixed else None
+        _validate_overrides(overrides, upcoming, steps[fork_step - 1 :])
+        _validate_injections(inject)
+        return plan
     modules = load_action_modules()
-    _validate_overrides(overrides, [{"__action": a} for a in _seed_order()])
-    return RunPlan(run_id, "run", planner, overrides, modules)
+    options = _planner_options(planner or default_planner(), tuning, base=PlannerOptions())
+    plan = RunPlan(run_id, "run", options, overrides, modules, inject_failures=inject)
+    _validate_overrides(overrides, list(_seed_order()) if plan.fixed else None, [])
+    _validate_injections(inject)
+    return plan
+
+
+def _planner_options(model: str, tuning: Mapping[str, Any], base: PlannerOptions) -> PlannerOptions:
+    model = model.strip()
+    if not model:
+        raise UsageError("the planner name is empty (use fixed, rlam/heuristic or a litellm model such as openai/gpt-4o-mini)")
+    if model.startswith("rlam/") and model != "rlam/heuristic":
+        raise UsageError(f"unknown in-process planner {model!r} (available: rlam/heuristic)")
+    if "/" not in model and model != FIXED_PLANNER:
+        raise UsageError(f"planner {model!r} is not a litellm model string PROVIDER/MODEL (or fixed, rlam/heuristic)")
+    values = {k: v for k, v in tuning.items() if v is not None}
+    options = PlannerOptions(**{**base.__dict__, "model": model, **values})
+    if not 0.0 <= options.temperature <= 2.0:
+        raise UsageError(f"temperature {options.temperature} is out of range 0..2")
+    if options.seed is not None and not 0 <= options.seed < 2**63:
+        raise UsageError(f"seed {options.seed} must be a non-negative integer")
+    if not 1 <= options.max_steps <= 200:
+        raise UsageError(f"max_steps {options.max_steps} is out of range 1..200")
+    if not 0.0 <= options.target_accuracy <= 1.0:
+        raise UsageError(f"target accuracy {options.target_accuracy} is out of range 0..1")
+    _check_provider_key(model)
+    return options
+
+
+def _check_provider_key(model: str) -> None:
+    """A provider without its API key fails now, in one line, not mid-run."""
+    if model in (FIXED_PLANNER,) or model.startswith("rlam/") or os.environ.get(MOCK_ENV) is not None:
+        return
+    from rlam_prefect.llm import litellm_module
+
+    empty = {k: v for k, v in os.environ.items() if not v.strip()}  # litellm counts an empty key as set
+    for name in empty:
+        del os.environ[name]
+    try:
+        check = litellm_module().validate_environment(model=model)
+    except Exception as exc:  # noqa: BLE001 - litellm does not know the model: say so
+        raise UsageError(f"planner {model!r} is not a model litellm knows ({type(exc).__name__}: {exc})") from None
+    finally:
+        os.environ.update(empty)
+    missing = [k for k in check.get("missing_keys") or [] if not k.endswith("_API_BASE")]  # bases have defaults
+    if missing:
+        raise UsageError(f"planner {model!r} needs {', '.join(missing)} set in the environment")
 
 
 def _seed_order() -> tuple[str, ...]:
@@ -168,19 +306,23 @@ def _recorded_steps(store: TraceStore, run_id: str) -> list[dict[str, Any]]:
     return steps
 
 
-def _load_recorded_modules(store: TraceStore, run_id: str) -> tuple[str, ...]:
-    recorded = store.run(run_id).get("action_modules")
+def _load_recorded_modules(run: Mapping[str, Any]) -> tuple[str, ...]:
+    recorded = run.get("action_modules")
     return load_action_modules(json.loads(recorded) if recorded else ())
 
 
-def _validate_overrides(overrides: Mapping[str, Mapping[str, Any]], upcoming: list[dict[str, Any]]) -> None:
-    """Every override names a known action and parameter, holds a valid value, and will apply."""
-    upcoming_actions = {s["__action"] for s in upcoming}
+def _validate_overrides(
+    overrides: Mapping[str, Mapping[str, Any]], upcoming: list[str] | None, recorded: list[dict[str, Any]]
+) -> None:
+    """Every override names a known action and parameter with a valid value, and (for a fixed plan) will apply."""
     for action, params in overrides.items():
-        if action not in registered_actions():
-            get_action(action)  # raises the one-line unknown-action error
         spec = get_action(action)
-        if action not in upcoming_actions:
+        if upcoming is not None and action not in upcoming:
             raise UsageError(f"--set {action}.*: {action} does not run at or after the chosen step, so the override would change nothing")
-        base = next((s for s in upcoming if s["__action"] == action), {})
-        spec.validate_params({k: v for k, v in base.items() if k != "__action"} | dict(params))
+        base = next((json.loads(s["params"]) for s in recorded if s["action"] == action and s.get("params")), {})
+        spec.validate_params({**base, **params})
+
+
+def _validate_injections(actions: Iterable[str]) -> None:
+    for action in actions:
+        get_action(action)

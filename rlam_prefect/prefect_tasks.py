@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from prefect import Task
+from prefect.cache_policies import NO_CACHE
 
 from rlam_prefect.actions import ActionSpec, get_action
 from rlam_prefect.artifact import Artifact
@@ -12,8 +13,9 @@ from rlam_prefect.cache_policy import ActionCachePolicy
 from rlam_prefect.errors import ReplayMismatchError
 from rlam_prefect.hashing import content_hash
 from rlam_prefect.home import Home
+from rlam_prefect.llm import LLMReply, complete
 
-_TASKS: dict[tuple[str, str, str], Task[..., Artifact]] = {}
+_TASKS: dict[tuple[str, str, str], Task[..., Any]] = {}
 
 
 def action_task(spec: ActionSpec, home: Home) -> Task[..., Artifact]:
@@ -37,8 +39,36 @@ def action_task(spec: ActionSpec, home: Home) -> Task[..., Artifact]:
     return task
 
 
+class InjectedFailure(RuntimeError):
+    """A failure made on purpose (experiments, tests): it fails a real task run like any other error."""
+
+
+def plan_task() -> Task[..., LLMReply]:
+    """Each planner call as its own task run, so decisions show in the run graph; never cached."""
+    task = _TASKS.get(("plan", "", ""))
+    if task is None:
+        task = Task(
+            fn=_call_planner,
+            name="plan",
+            task_run_name="plan #{step}",
+            cache_policy=NO_CACHE,
+            persist_result=False,
+            retries=0,
+        )
+        _TASKS[("plan", "", "")] = task
+    return task
+
+
+def _call_planner(step: int, model: str, messages: list[dict[str, str]], temperature: float, seed: int | None) -> LLMReply:
+    return complete(model, messages, temperature=temperature, seed=seed)
+
+
 def _make_runner(action_name: str) -> Any:
-    def run_action(step: int, params: dict[str, Any], inputs: dict[str, Artifact], expect_cached: bool) -> Artifact:
+    def run_action(
+        step: int, params: dict[str, Any], inputs: dict[str, Artifact], expect_cached: bool, inject_failure: bool = False
+    ) -> Artifact:
+        if inject_failure:
+            raise InjectedFailure(f"injected failure in {action_name} (step {step})")
         if expect_cached:
             # Only reached when Prefect did not serve the verified result: never execute instead.
             raise ReplayMismatchError(

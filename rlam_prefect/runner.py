@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from rlam_prefect.backend import configure
+from rlam_prefect.errors import RLamError, UnknownRunError
 from rlam_prefect.home import Home
 from rlam_prefect.planning import RunPlan
 from rlam_prefect.report import run_report
@@ -12,24 +13,39 @@ from rlam_prefect.trace import TraceStore
 
 
 def flow_parameters(plan: RunPlan) -> dict[str, Any]:
-    return {
+    """The flow's parameters for a validated plan (a replay takes its planner from the trace)."""
+    params: dict[str, Any] = {
         "run_id": plan.run_id,
-        "planner": plan.planner,
         "overrides": plan.overrides or None,
         "replay_of": plan.parent_run_id if plan.mode == "replay" else None,
         "fork_of": plan.parent_run_id if plan.mode == "fork" else None,
         "fork_step": plan.fork_step,
+        "pin_decisions": plan.pin_decisions,
+        "inject_failures": list(plan.inject_failures) or None,
     }
+    if plan.mode != "replay":
+        options = plan.planner
+        params.update(
+            planner=options.model,
+            temperature=options.temperature,
+            seed=options.seed,
+            max_steps=options.max_steps,
+            target_accuracy=options.target_accuracy,
+        )
+    return params
 
 
 def execute(plan: RunPlan, home: Home) -> dict[str, Any]:
     configure(home)
-    from flows.rlam_flow import RunFailed, rlam_flow
+    from flows.rlam_flow import rlam_flow
 
     flow = rlam_flow.with_options(flow_run_name=f"{plan.mode}-{plan.run_id}")
     state = flow(**flow_parameters(plan), return_state=True)
-    if not state.is_completed():
+    store = TraceStore(home)
+    try:
+        return run_report(store, plan.run_id)  # the trace, not the flow's return value, is the record
+    except UnknownRunError:
         error = state.result(raise_on_failure=False)
-        if isinstance(error, BaseException) and not isinstance(error, RunFailed):
-            raise error  # a user error (RLamError) or a bug: the CLI tells them apart
-    return run_report(TraceStore(home), plan.run_id)
+        if isinstance(error, BaseException):
+            raise error from None  # it failed before recording anything: a user error or a bug
+        raise RLamError(f"flow run ended {state.name} before run {plan.run_id} was recorded") from None

@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 
 from rlam_prefect.errors import TraceCorruptError, UnknownRunError
 from rlam_prefect.home import Home
+from rlam_prefect.secrets import redact
 from rlam_prefect.trace_schema import TABLES
 
 
@@ -43,7 +44,7 @@ class TraceStore:
         directory = self.root / table / partition
         directory.mkdir(parents=True, exist_ok=True)
         final = directory / f"{name}.parquet"
-        arrow_table = pa.Table.from_pylist([dict(r) for r in rows], schema=schema)
+        arrow_table = pa.Table.from_pylist([_redacted(r) for r in rows], schema=schema)
         tmp = directory / f".{name}.{uuid.uuid4().hex}.tmp"
         try:
             pq.write_table(arrow_table, tmp)
@@ -67,6 +68,14 @@ class TraceStore:
             name=f"step-{row['step']:05d}-{uuid.uuid4().hex[:8]}",
         )
 
+    def append_decision(self, row: Mapping[str, Any]) -> None:
+        self.append(
+            "decisions",
+            [{**row, "recorded_at": utcnow()}],
+            partition=row["run_id"],
+            name=f"decision-{row['step']:05d}-{uuid.uuid4().hex[:8]}",
+        )
+
     def put_result_record(self, row: Mapping[str, Any]) -> bool:
         """Index a stored result under its cache key. False if the key is already indexed."""
         key = row["cache_key"]
@@ -88,6 +97,9 @@ class TraceStore:
     def steps(self, run_id: str) -> list[dict[str, Any]]:
         rows = self._read_partition("steps", run_id)
         return sorted(rows, key=lambda r: r["step"])
+
+    def decisions(self, run_id: str) -> list[dict[str, Any]]:
+        return sorted(self._read_partition("decisions", run_id), key=lambda r: (r["step"], r["recorded_at"]))
 
     def run(self, run_id: str) -> dict[str, Any]:
         events = self._read_partition("runs", run_id)
@@ -136,6 +148,10 @@ class TraceStore:
 
 
 _EVENT_ORDER = {"start": "00", "end": "01"}
+
+
+def _redacted(row: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: redact(v) if isinstance(v, str) else v for k, v in row.items()}
 
 
 def _current(events: Iterable[dict[str, Any]]) -> dict[str, Any]:

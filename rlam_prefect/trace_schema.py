@@ -17,7 +17,9 @@ RUNS = pa.schema(
         ("parent_run_id", pa.string()),  # replayed or forked run
         ("fork_step", pa.int32()),
         ("overrides", pa.string()),  # JSON {action: {param: value}}
-        ("planner", pa.string()),
+        ("planner", pa.string()),  # fixed, or the litellm model that chose the steps
+        ("planner_options", pa.string()),  # JSON: temperature, seed, max_steps, target...
+        ("injected_failures", pa.string()),  # JSON list of actions made to fail on purpose (experiments)
         ("status", pa.string()),  # running | completed | failed (readers show a dead 'running' as incomplete)
         ("started_at", TS),
         ("ended_at", TS),
@@ -77,4 +79,27 @@ RESULTS = pa.schema(
     ]
 )
 
-TABLES: dict[str, pa.Schema] = {"runs": RUNS, "steps": STEPS, "results": RESULTS}
+DECISIONS = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("step", pa.int32()),  # the step this decision produced (a rejected one too); a stop has the next number
+        ("model", pa.string()),
+        ("temperature", pa.float64()),
+        ("seed", pa.int64()),
+        ("prompt_hash", pa.string()),
+        ("prompt", pa.string()),  # JSON list of chat messages, exactly as sent
+        ("raw_reply", pa.string()),
+        ("action", pa.string()),  # parsed action, "stop", or what an invalid reply claimed
+        ("params", pa.string()),  # JSON, validated, pins applied
+        ("reason", pa.string()),
+        ("recovers_step", pa.int32()),
+        ("valid", pa.bool_()),
+        ("rejection_reason", pa.string()),
+        ("latency_s", pa.float64()),
+        ("prompt_tokens", pa.int64()),
+        ("completion_tokens", pa.int64()),
+        ("recorded_at", TS),
+    ]
+)
+
+TABLES: dict[str, pa.Schema] = {"runs": RUNS, "steps": STEPS, "results": RESULTS, "decisions": DECISIONS}

@@ -1,0 +1,632 @@
+#!/usr/bin/env python
+"""Wall-clock benchmark of the rlam CLI paths and of the R-LAM layer's per-step overhead.
+
+    python bench/bench_core.py [--quick] [--repeats N] [--planner fixed|default|MODEL]
+
+Every CLI figure is one fresh ``rlam`` process timed from outside (``time.perf_counter``
+around ``subprocess.run``), so it includes interpreter start-up and imports, as a user sees it.
+``PREFECT_API_URL`` (and any inherited ``RLAM_*``) is removed from every child environment so
+that the managed local server of each temporary RLAM_HOME is what gets exercised. The
+in-process overhead section runs in one child process against one server.
+Measurement only: nothing here asserts a timing. Prints one JSON object on stdout, progress
+on stderr, and writes bench/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import hashlib
+import json
+import os
+import platform
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH_DIR = ROOT / "bench"
+SOURCE_DIRS = ("rlam_prefect", "flows", "tasks")
+PACKAGES = ("prefect", "scikit-learn", "numpy", "pyarrow", "pydantic", "rlam-prefect")
+SUBPROCESS_TIMEOUT_S = 600.0
+N_STEPS = 5
+
+# Expected (executed, cached) per scenario: a sample that does not match is flagged, not hidden.
+EXPECTED: dict[str, tuple[int, int]] = {
+    "script": (5, 0),
+    "run_cold": (5, 0),
+    "run_warm_executes": (2, 3),
+    "run_warm_preprocess": (3, 2),
+    "run_warm_cached": (0, 5),
+    "replay_warm": (0, 5),
+    "fork_warm": (2, 3),
+}
+DESCRIPTIONS: dict[str, str] = {
+    "script": "rlam run --pipeline script (plain Python, no Prefect)",
+    "run_cold": "first rlam run in a fresh RLAM_HOME (starts the local Prefect server)",
+    "run_warm_executes": "rlam run --set train_model.C=<new> (steps 4-5 execute)",
+    "run_warm_preprocess": "rlam run --set preprocess_data.random_state=<new> (steps 3-5 execute)",
+    "run_warm_cached": "rlam run, default params (all 5 steps from cache)",
+    "replay_warm": "rlam replay <first run>",
+    "fork_warm": "rlam fork <first run> --step 4 --set train_model.C=<new>",
+}
+WARM_ORDER = ("script", "run_warm_cached", "run_warm_executes", "run_warm_preprocess", "replay_warm", "fork_warm")
+TABLE_ORDER = ("script", "run_cold", *WARM_ORDER[1:])
+IMPORTS: dict[str, str] = {
+    "python_startup": "pass",
+    "import_prefect": "import prefect",
+    "import_sklearn_linear_model": "import sklearn.linear_model",
+    "import_rlam_prefect_cli": "import rlam_prefect.cli",
+}
+
+
+def log(message: str) -> None:
+    """Progress goes to stderr so stdout stays one JSON object."""
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def summarize(samples: Sequence[float]) -> dict[str, Any]:
+    """Median and min are what the report uses; raw samples are kept so nothing is hidden."""
+    return {
+        "n": len(samples),
+        "median_s": round(statistics.median(samples), 4),
+        "min_s": round(min(samples), 4),
+        "max_s": round(max(samples), 4),
+        "samples_s": [round(s, 4) for s in samples],
+    }
+
+
+# ---- subprocess plumbing -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EnvPolicy:
+    """What every child process sees: no Prefect API/home and no RLAM_* from the caller."""
+
+    planner: str | None  # RLAM_PLANNER for the children; None leaves the project's default
+
+    def env(self, rlam_home: Path | None, prefect_home: Path | None = None) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_API_", "RLAM_")) and k != "PREFECT_HOME"}
+        if self.planner:
+            env["RLAM_PLANNER"] = self.planner
+        if rlam_home is not None:
+            env["RLAM_HOME"] = str(rlam_home)
+        if prefect_home is not None:  # keeps a bare `import prefect` away from ~/.prefect
+            env["PREFECT_HOME"] = str(prefect_home)
+        return env
+
+
+def rlam_command() -> list[str]:
+    """The installed console script next to this interpreter, as a user would run it."""
+    script = Path(sys.executable).parent / "rlam"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "rlam_prefect.cli"]
+
+
+@dataclass
+class Timed:
+    seconds: float
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def timed_run(argv: Sequence[str], env: dict[str, str]) -> Timed:
+    """Wall time of one fresh process, start to exit."""
+    start = time.perf_counter()
+    proc = subprocess.run(list(argv), env=env, cwd=ROOT, capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT_S)
+    return Timed(time.perf_counter() - start, proc.returncode, proc.stdout, proc.stderr)
+
+
+@dataclass
+class Recorder:
+    """Collects samples per scenario and flags every outcome that is not the expected one."""
+
+    policy: EnvPolicy
+    samples: dict[str, list[float]] = field(default_factory=dict)
+    anomalies: list[dict[str, Any]] = field(default_factory=list)
+    planners_seen: set[str] = field(default_factory=set)
+
+    def rlam(self, scenario: str, args: Sequence[str], home: Path) -> dict[str, Any] | None:
+        result = timed_run([*rlam_command(), *args], self.policy.env(home))
+        self.samples.setdefault(scenario, []).append(result.seconds)
+        return self._check(scenario, args, result)
+
+    def _check(self, scenario: str, args: Sequence[str], result: Timed) -> dict[str, Any] | None:
+        report: dict[str, Any] | None = None
+        problem = None
+        try:
+            report = json.loads(result.stdout)
+        except json.JSONDecodeError:
+            problem = "stdout is not JSON"
+        if report is not None and report.get("planner"):
+            self.planners_seen.add(str(report["planner"]))
+        if result.returncode != 0:
+            problem = f"exit code {result.returncode}"
+        elif report is not None:
+            problem = _outcome_problem(scenario, report)
+        if problem:
+            self.anomalies.append({"scenario": scenario, "args": list(args), "problem": problem, "stderr_tail": result.stderr[-800:]})
+            log(f"  ANOMALY {scenario}: {problem}")
+        return report
+
+
+def _outcome_problem(scenario: str, report: dict[str, Any]) -> str | None:
+    got = (report.get("executed"), report.get("cached"))
+    if report.get("status") != "completed":
+        return f"status {report.get('status')!r}"
+    if got != EXPECTED[scenario]:
+        return f"executed/cached {got}, expected {EXPECTED[scenario]}"
+    if report.get("mode") == "replay" and report.get("identical") is not True:
+        return "replay not identical"
+    return None
+
+
+# ---- CLI scenarios -------------------------------------------------------------------------
+
+
+def run_cold(rec: Recorder, home: Path) -> str:
+    """First run in a fresh home; its run id is the parent of every replay and fork."""
+    report = rec.rlam("run_cold", ["run", "--json"], home)
+    if not report or not report.get("run_id"):
+        raise RuntimeError(f"the cold run produced no run id; cannot continue: {rec.anomalies[-1:]}")
+    return str(report["run_id"])
+
+
+def warm_args(scenario: str, i: int, first_run: str) -> list[str]:
+    """Arguments of repeat ``i``; new parameter values every repeat so executing steps really execute."""
+    return {
+        "script": ["run", "--pipeline", "script", "--json"],
+        "run_warm_cached": ["run", "--json"],
+        "run_warm_executes": ["run", "--set", f"train_model.C={2.0 + i:.1f}", "--json"],
+        "run_warm_preprocess": ["run", "--set", f"preprocess_data.random_state={1000 + i}", "--json"],
+        "replay_warm": ["replay", first_run, "--json"],
+        "fork_warm": ["fork", first_run, "--step", "4", "--set", f"train_model.C={0.25 + 0.01 * i:.2f}", "--json"],
+    }[scenario]
+
+
+def warm_rounds(rec: Recorder, home: Path, first_run: str, repeats: int) -> None:
+    """Round-robin over the scenarios so that machine drift spreads over all of them alike."""
+    for i in range(repeats):
+        log(f"warm round {i + 1}/{repeats}")
+        for scenario in WARM_ORDER:
+            rec.rlam(scenario, warm_args(scenario, i, first_run), home)
+
+
+def import_breakdown(policy: EnvPolicy, repeats: int, prefect_home: Path) -> dict[str, Any]:
+    """Fixed costs every `rlam run` process pays before any work: start-up and imports."""
+    samples: dict[str, list[float]] = {name: [] for name in IMPORTS}
+    env = policy.env(None, prefect_home)
+    for _ in range(repeats):
+        for name, code in IMPORTS.items():
+            result = timed_run([sys.executable, "-c", code], env)
+            if result.returncode != 0:
+                raise RuntimeError(f"python -c {code!r} failed: {result.stderr[-500:]}")
+            samples[name].append(result.seconds)
+    return {name: summarize(values) | {"command": f"python -c {IMPORTS[name]!r}"} for name, values in samples.items()}
+
+
+# ---- in-process overhead (runs in a child: Prefect must be configured before it is imported) --
+
+
+def overhead_child(server_home: Path, state_root: Path, repeats: int, out: Path) -> None:
+    """Plain Prefect flow vs the R-LAM flow, same tasks, same process, same server."""
+    from rlam_prefect.backend import configure
+    from rlam_prefect.home import Home
+    from rlam_prefect.server import ensure_server
+
+    assert "prefect" not in sys.modules, "Prefect imported before its API was configured"
+    home = Home(server_home)
+    url = ensure_server(home)
+    os.environ["PREFECT_API_URL"] = url
+    os.environ["PREFECT_HOME"] = str(home.prefect)
+    configure(home)  # the CLI's quiet defaults (logging level, analytics off); starts nothing with the URL set
+
+    from flows.rlam_flow import rlam_flow
+    from rlam_prefect.engine import add_step_listener
+
+    plain_flow = build_plain_flow()
+    rows: list[dict[str, Any]] = []
+    add_step_listener(rows.append)
+
+    def run_rlam(rlam_home: Path, overrides: dict[str, Any] | None) -> dict[str, Any]:
+        os.environ["RLAM_HOME"] = str(rlam_home)  # the flow reads it through Home.from_env()
+        rows.clear()
+        start = time.perf_counter()
+        rlam_flow(overrides=overrides)
+        call = time.perf_counter() - start
+        statuses = [r["status"] for r in rows]
+        return {"call_s": call, "steps_s": sum(r["duration_s"] for r in rows), "executed": statuses.count("executed"), "cached": statuses.count("cached")}
+
+    def run_plain(overrides: dict[str, Any] | None) -> dict[str, Any]:
+        start = time.perf_counter()
+        inner = plain_flow(overrides=overrides)
+        return {"call_s": time.perf_counter() - start, "body_s": inner["body_s"], "steps_s": inner["task_s"]}
+
+    shared = state_root / "shared"
+    variants: dict[str, Callable[[int], dict[str, Any]]] = {
+        "plain": lambda i: run_plain({"preprocess_data": {"random_state": 1000 + i}}),
+        "rlam_overrides": lambda i: run_rlam(shared, {"preprocess_data": {"random_state": 1000 + i}}),
+        "rlam_fresh_home": lambda i: run_rlam(state_root / f"fresh-{i}", None),
+    }
+    samples: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
+    for i in range(repeats + 1):  # iteration 0 is the warm-up: imports, task objects, first server round trips
+        for name, variant in variants.items():
+            sample = variant(i)
+            if i > 0:
+                samples[name].append(sample)
+        print(f"[overhead child] iteration {i}/{repeats} done", file=sys.stderr, flush=True)
+    out.write_text(json.dumps({"api_url": url, "samples": samples}))
+
+
+def build_plain_flow() -> Any:
+    """A Prefect flow of the same five actions, no cache, no persistence, no R-LAM layer."""
+    import tasks  # registers the actions
+    from prefect import flow, task
+    from prefect.cache_policies import NO_CACHE
+
+    from rlam_prefect.actions import get_action
+
+    def make_task(name: str) -> Any:
+        spec = get_action(name)
+
+        def run_action(inputs: dict[str, Any], params: dict[str, Any]) -> Any:
+            return spec.run(inputs, params)
+
+        run_action.__name__ = run_action.__qualname__ = name
+        return task(run_action, name=name, cache_policy=NO_CACHE, persist_result=False)
+
+    plain_tasks = {name: make_task(name) for name in tasks.SEED_ORDER}
+
+    @flow(name="plain-bench", persist_result=False)
+    def plain_flow(overrides: dict[str, dict[str, Any]] | None = None) -> dict[str, float]:
+        body_start = time.perf_counter()
+        artifacts: dict[str, Any] = {}
+        task_s = 0.0
+        for name in tasks.SEED_ORDER:
+            spec = get_action(name)
+            params = spec.validate_params((overrides or {}).get(name, {}))
+            inputs = {arg: artifacts[kind] for arg, kind in spec.input_kinds.items()}
+            started = time.perf_counter()
+            artifacts[spec.output_kind] = plain_tasks[name](inputs=inputs, params=params)
+            task_s += time.perf_counter() - started
+        return {"body_s": time.perf_counter() - body_start, "task_s": task_s}
+
+    return plain_flow
+
+
+def measure_overhead(policy: EnvPolicy, server_home: Path, state_root: Path, repeats: int) -> dict[str, Any]:
+    """Run the overhead child and condense its samples into medians and per-step overhead."""
+    state_root.mkdir(parents=True, exist_ok=True)
+    out, log_file = state_root / "overhead.json", state_root / "overhead-child.log"
+    argv = [sys.executable, str(Path(__file__).resolve()), "--overhead-child", str(server_home), str(state_root), str(repeats), str(out)]
+    with open(log_file, "w") as handle:
+        proc = subprocess.run(argv, env=policy.env(None), cwd=ROOT, stdout=handle, stderr=subprocess.STDOUT, timeout=SUBPROCESS_TIMEOUT_S * 2)
+    if proc.returncode != 0:
+        raise RuntimeError(f"overhead child failed (exit {proc.returncode}):\n{log_file.read_text()[-3000:]}")
+    return condense_overhead(json.loads(out.read_text())["samples"])
+
+
+def condense_overhead(raw: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """Flow-call medians, ratios and per-step overhead; also the same at step level (no flow set-up/teardown)."""
+    result: dict[str, Any] = {"variants": {}}
+    for name, samples in raw.items():
+        entry: dict[str, Any] = {
+            "flow_call": summarize([s["call_s"] for s in samples]),
+            "steps_sum": summarize([s["steps_s"] for s in samples]),
+        }
+        if "body_s" in samples[0]:
+            entry["flow_body"] = summarize([s["body_s"] for s in samples])
+        if "executed" in samples[0]:
+            entry["executed_cached"] = sorted({(s["executed"], s["cached"]) for s in samples})
+        result["variants"][name] = entry
+    plain = result["variants"]["plain"]
+    for name in ("rlam_overrides", "rlam_fresh_home"):
+        rlam = result["variants"][name]
+        call_delta = rlam["flow_call"]["median_s"] - plain["flow_call"]["median_s"]
+        step_delta = rlam["steps_sum"]["median_s"] - plain["steps_sum"]["median_s"]
+        result[f"{name}_vs_plain"] = {
+            "flow_call_ratio": round(rlam["flow_call"]["median_s"] / plain["flow_call"]["median_s"], 3),
+            "per_step_overhead_ms": round(call_delta / N_STEPS * 1000, 1),
+            "steps_sum_ratio": round(rlam["steps_sum"]["median_s"] / plain["steps_sum"]["median_s"], 3),
+            "per_step_overhead_ms_step_level": round(step_delta / N_STEPS * 1000, 1),
+        }
+    return result
+
+
+# ---- servers: stop what we started, and prove nothing is left -----------------------------
+
+
+def server_processes(marker: str | None = None) -> list[dict[str, Any]]:
+    """`prefect server` and rlam supervisor processes; with ``marker``, only those whose environment mentions it."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+            environ = (proc / "environ").read_bytes().decode(errors="replace") if marker else ""
+        except OSError:
+            continue
+        if ("prefect server start" in cmdline or "rlam_prefect.server" in cmdline) and (marker is None or marker in environ):
+            found.append({"pid": int(proc.name), "cmdline": cmdline})
+    return found
+
+
+def stop_everything(policy: EnvPolicy, homes: Sequence[Path], marker: str) -> dict[str, Any]:
+    """`rlam server stop` per home we used; anything of ours still alive after that is reported, then ended by pid."""
+    stops = []
+    for home in homes:
+        if (home / "prefect" / "server.json").exists():
+            result = timed_run([*rlam_command(), "server", "stop"], policy.env(home))
+            stops.append({"home": str(home), "seconds": round(result.seconds, 3), "returncode": result.returncode, "output": result.stdout.strip()})
+    deadline = time.monotonic() + 20.0
+    while server_processes(marker) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    stray = server_processes(marker)
+    for proc in stray:
+        try:
+            os.kill(proc["pid"], signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    return {"stops": stops, "stray_after_stop": stray}
+
+
+# ---- provenance: machine, versions, code ---------------------------------------------------
+
+
+def machine_info() -> dict[str, Any]:
+    model = ""
+    try:
+        model = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"nproc": len(os.sched_getaffinity(0)), "cpu_model": model, "python": platform.python_version(), "platform": platform.platform(), "executable": sys.executable}
+
+
+def package_versions() -> dict[str, str]:
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def code_state() -> dict[str, Any]:
+    """Which code was measured: commit, modified files, and a hash of every source file (read-only)."""
+    def git(*args: str) -> str:
+        proc = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
+        return proc.stdout.strip() if proc.returncode == 0 else ""
+
+    digest = hashlib.sha256()
+    files = sorted(p for d in SOURCE_DIRS for p in (ROOT / d).rglob("*.py"))
+    for path in files:
+        digest.update(str(path.relative_to(ROOT)).encode() + b"\0" + path.read_bytes() + b"\0")
+    changed = [line[3:] for line in git("status", "--porcelain").splitlines() if line[3:].split("/")[0] in SOURCE_DIRS]
+    return {"commit": git("rev-parse", "--short", "HEAD"), "uncommitted_source_files": changed, "source_sha256": digest.hexdigest()[:16], "source_files": len(files)}
+
+
+# ---- report ----------------------------------------------------------------------------------
+
+
+def add_ratios(scenarios: dict[str, dict[str, Any]]) -> None:
+    script_median = scenarios["script"]["median_s"]
+    for stats in scenarios.values():
+        stats["ratio_to_script"] = round(stats["median_s"] / script_median, 2)
+
+
+def render_markdown(results: dict[str, Any]) -> str:
+    m, code = results["machine"], results["code_at_start"]
+    dirty = f", {len(code['uncommitted_source_files'])} source files uncommitted" if code["uncommitted_source_files"] else ""
+    lines = [
+        "# rlam-prefect core benchmark",
+        "",
+        f"- Date (UTC): {results['date_utc']}",
+        f"- Machine: {m['nproc']} CPUs ({m['cpu_model'] or 'unknown model'}), Python {m['python']}, {m['platform']}",
+        "- Packages: " + ", ".join(f"{k} {val}" for k, val in results["versions"].items()),
+        f"- Code: commit {code['commit']}{dirty}; source hash {code['source_sha256']} at start, {results['code_at_end']['source_sha256']} at end",
+        f"- Planner: RLAM_PLANNER={results['planner'] or '(project default)'}; planners reported by the runs: {', '.join(results['planners_seen']) or '-'}",
+        f"- Repeats per warm scenario: {results['repeats']} (round-robin order); `run_cold`: {results['scenarios']['run_cold']['n']} sample",
+        f"- Command: `{' '.join(['python bench/bench_core.py', *results['argv']])}`",
+        "",
+        "## CLI scenarios (fresh process each, wall time)",
+        "",
+        "| scenario | what | n | median s | min s | max s | median / script |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for name in TABLE_ORDER:
+        s = results["scenarios"][name]
+        lines.append(f"| `{name}` | {DESCRIPTIONS[name]} | {s['n']} | {s['median_s']:.3f} | {s['min_s']:.3f} | {s['max_s']:.3f} | {s['ratio_to_script']:.2f} |")
+    lines += render_overhead(results["overhead"]) + render_breakdown(results) + render_checks(results)
+    lines += ["", "## What the numbers mean", "", *notes(results), "", "## Raw JSON", "", "```json", json.dumps(results, indent=2), "```", ""]
+    return "\n".join(lines)
+
+
+OVERHEAD_LABELS = {
+    "plain": "plain Prefect flow (NO_CACHE, no persistence)",
+    "rlam_overrides": "R-LAM flow, new preprocess_data.random_state per iteration",
+    "rlam_fresh_home": "R-LAM flow, fresh RLAM_HOME per iteration",
+}
+
+
+def render_overhead(overhead: dict[str, Any]) -> list[str]:
+    lines = [
+        "",
+        "## R-LAM layer vs a plain Prefect flow (one process, one server)",
+        "",
+        "Medians over the timed iterations after one warm-up. *flow call*: the whole call of the flow "
+        "(flow-run creation, body, teardown). *steps*: sum of the five task calls (plain) or of the "
+        "engine's per-step `duration_s` (R-LAM: validation, cache key, index lookup, lock, task call, digest or verify).",
+        "",
+        "| variant | executed/cached | flow call median s | flow call min s | steps median s |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for name, entry in overhead["variants"].items():
+        counts = ", ".join(f"{e}/{c}" for e, c in entry.get("executed_cached", [])) or "5/0 (no cache)"
+        lines.append(f"| {OVERHEAD_LABELS[name]} | {counts} | {entry['flow_call']['median_s']:.3f} | {entry['flow_call']['min_s']:.3f} | {entry['steps_sum']['median_s']:.3f} |")
+    lines += ["", "| comparison | flow call ratio | overhead ms/step (flow call) | steps ratio | overhead ms/step (steps) |", "|---|---:|---:|---:|---:|"]
+    for name in ("rlam_overrides", "rlam_fresh_home"):
+        c = overhead[f"{name}_vs_plain"]
+        lines.append(f"| {OVERHEAD_LABELS[name]} vs plain | {c['flow_call_ratio']:.2f} | {c['per_step_overhead_ms']:.1f} | {c['steps_sum_ratio']:.2f} | {c['per_step_overhead_ms_step_level']:.1f} |")
+    plain = overhead["variants"]["plain"]
+    lines += ["", f"Plain flow: median body {plain['flow_body']['median_s']:.3f} s inside a median call of {plain['flow_call']['median_s']:.3f} s."]
+    return lines
+
+
+def render_breakdown(results: dict[str, Any]) -> list[str]:
+    lines = ["", "## Fixed per-process costs (fresh `python -c`, wall time)", "", "| command | median s | min s |", "|---|---:|---:|"]
+    for entry in results["breakdown"].values():
+        lines.append(f"| `{entry['command']}` | {entry['median_s']:.3f} | {entry['min_s']:.3f} |")
+    warm = results["scenarios"]["run_warm_cached"]["median_s"]
+    lines += [
+        "",
+        f"A warm, fully cached `rlam run` takes {warm:.3f} s (median). Minus the `import prefect` process and the extra "
+        f"cost of importing scikit-learn (its time minus bare start-up), roughly {results['breakdown_rough_remainder_s']:.3f} s "
+        "remain for everything else (flow and task runs against the server, trace and result I/O, flow teardown). "
+        "Import costs overlap (numpy, pydantic), so this split is an estimate.",
+    ]
+    return lines
+
+
+def render_checks(results: dict[str, Any]) -> list[str]:
+    anomalies, cleanup = results["anomalies"], results["cleanup"]
+    lines = ["", "## Checks", ""]
+    lines.append("- Every CLI sample returned the expected status and executed/cached counts." if not anomalies else f"- {len(anomalies)} CLI sample(s) did not return the expected outcome:")
+    lines += [f"  - `{a['scenario']}` `{' '.join(a['args'])}`: {a['problem']}" for a in anomalies]
+    changed = results["code_at_start"]["source_sha256"] != results["code_at_end"]["source_sha256"]
+    lines.append("- The project's source files CHANGED during the bench run: figures mix code versions." if changed else "- The project's source files did not change during the bench run.")
+    lines.append(
+        f"- Servers started by the bench: {len(cleanup['stops'])}, stopped with `rlam server stop`; still alive afterwards: "
+        f"{len(cleanup['stray_after_stop'])}. Server processes that existed before the bench (not ours, left alone): {len(results['pre_existing_servers'])}."
+    )
+    return lines
+
+
+def notes(results: dict[str, Any]) -> list[str]:
+    """Plain-language reading of this run's own figures; no number here comes from anywhere else."""
+    s, b, o = results["scenarios"], results["breakdown"], results["overhead"]
+    plain = o["variants"]["plain"]
+    fresh = o["rlam_fresh_home_vs_plain"]
+    return [
+        "- Wall time on this one machine from a single bench run; min and max are shown so the noise can be judged. Nothing here is a guarantee.",
+        f"- `script` ({s['script']['median_s']:.2f} s) is the floor: interpreter start-up, imports and the five scikit-learn actions, without Prefect. "
+        "Each ratio divides a scenario's median by the script median of this same run.",
+        f"- Every Prefect-backed command additionally pays `import prefect` ({b['import_prefect']['median_s']:.2f} s as a bare process), "
+        "the flow run's round trips to the server and its teardown. "
+        + (
+            f"A warm run whose five steps all come from cache ({s['run_warm_cached']['median_s']:.2f} s) is slower than the script: "
+            "this workload's actions are cheap, so skipping them saves less than these fixed costs."
+            if s["run_warm_cached"]["median_s"] > s["script"]["median_s"]
+            else f"A warm fully cached run ({s['run_warm_cached']['median_s']:.2f} s) is at or below the script time."
+        ),
+        f"- Prefect {results['versions']['prefect']} sync flows emit heartbeats from a thread that sleeps in 1 s slices and is joined when the flow ends "
+        "(`_send_heartbeats` in prefect/flow_engine.py), so a flow call waits for the current slice to finish: 0 to 1 s. "
+        f"The plain flow's body took {plain['flow_body']['median_s']:.3f} s of a {plain['flow_call']['median_s']:.3f} s call. "
+        "Flow-call times therefore snap upward to whole-second steps, and R-LAM work that fits inside the slice does not show in them; "
+        "the *steps* columns are not affected by this.",
+        f"- Like for like (all five steps executing, fresh RLAM_HOME), the R-LAM engine's steps took {fresh['steps_sum_ratio']:.2f}x the plain "
+        f"task calls, {fresh['per_step_overhead_ms_step_level']:.1f} ms per step (content hashing, cache key, index lookup, lock, "
+        f"pickled result persistence and digest); at flow-call level the difference is {fresh['per_step_overhead_ms']:.1f} ms per step.",
+        f"- `run_cold` ({s['run_cold']['median_s']:.2f} s) includes starting this home's `prefect server` (database creation and migrations); "
+        "it is one sample per fresh RLAM_HOME.",
+        "- The `rlam_overrides` variant executes only steps 3-5 (1-2 are cache hits), so it is not the same work as the plain flow; "
+        "`rlam_fresh_home` is the like-for-like comparison.",
+    ]
+
+
+# ---- main ------------------------------------------------------------------------------------
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Benchmark rlam's CLI paths and the R-LAM layer's overhead.")
+    parser.add_argument("--quick", action="store_true", help="2 repeats instead of 5")
+    parser.add_argument("--repeats", type=int, default=None, help="repeats of every warm scenario (default 5)")
+    parser.add_argument("--planner", default="fixed", help="RLAM_PLANNER for every child ('default' = the project's own default)")
+    parser.add_argument("--results", type=Path, default=BENCH_DIR / "RESULTS.md", help="where to write the Markdown report")
+    parser.add_argument("--keep-homes", action="store_true", help="keep the temporary RLAM_HOMEs for inspection")
+    parser.add_argument("--overhead-child", nargs=4, metavar=("SERVER_HOME", "STATE_ROOT", "REPEATS", "OUT"), help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def run_benchmark(policy: EnvPolicy, repeats: int, tmp_root: Path) -> dict[str, Any]:
+    """All measurements; servers are stopped by the caller whatever happens here."""
+    rec = Recorder(policy)
+    log("warm-up: one untimed script run (OS file cache)")
+    timed_run([*rlam_command(), "run", "--pipeline", "script", "--json"], policy.env(tmp_root / "warmup-home"))
+    log("run_cold: first rlam run in a fresh RLAM_HOME")
+    first_run = run_cold(rec, tmp_root / "cli-home")
+    warm_rounds(rec, tmp_root / "cli-home", first_run, repeats)
+    log("in-process overhead: plain Prefect flow vs R-LAM flow")
+    overhead = measure_overhead(policy, tmp_root / "overhead-server-home", tmp_root / "overhead-state", repeats)
+    log("breakdown: python start-up and imports")
+    breakdown = import_breakdown(policy, repeats, tmp_root / "import-prefect-home")
+    scenarios = {name: summarize(rec.samples[name]) for name in TABLE_ORDER}
+    add_ratios(scenarios)
+    rough = (
+        scenarios["run_warm_cached"]["median_s"]
+        - breakdown["import_prefect"]["median_s"]
+        - (breakdown["import_sklearn_linear_model"]["median_s"] - breakdown["python_startup"]["median_s"])
+    )
+    return {
+        "first_run_id": first_run,
+        "scenarios": scenarios,
+        "overhead": overhead,
+        "breakdown": breakdown,
+        "breakdown_rough_remainder_s": round(rough, 4),
+        "anomalies": rec.anomalies,
+        "planners_seen": sorted(rec.planners_seen),
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.overhead_child:
+        server_home, state_root, n, out = args.overhead_child
+        overhead_child(Path(server_home), Path(state_root), int(n), Path(out))
+        return 0
+    repeats = args.repeats if args.repeats is not None else (2 if args.quick else 5)
+    if repeats < 1:
+        raise SystemExit("--repeats must be at least 1")
+    policy = EnvPolicy(planner=None if args.planner == "default" else args.planner)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so that `finally` still stops the servers
+    tmp_root = Path(tempfile.mkdtemp(prefix="rlam-bench-"))
+    results: dict[str, Any] = {
+        "date_utc": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "argv": list(sys.argv[1:] if argv is None else argv),
+        "repeats": repeats,
+        "planner": policy.planner,
+        "machine": machine_info(),
+        "versions": package_versions(),
+        "code_at_start": code_state(),
+        "descriptions": DESCRIPTIONS,
+        "pre_existing_servers": server_processes(),
+    }
+    log(f"temporary homes under {tmp_root}; {repeats} repeats; RLAM_PLANNER={policy.planner or '(default)'}")
+    try:
+        results.update(run_benchmark(policy, repeats, tmp_root))
+    finally:
+        log("stopping the servers this bench started")
+        results["cleanup"] = stop_everything(policy, [tmp_root / "cli-home", tmp_root / "overhead-server-home"], str(tmp_root))
+        if results["cleanup"]["stray_after_stop"]:
+            log(f"WARNING: still alive after `rlam server stop`, ended by pid: {results['cleanup']['stray_after_stop']}")
+        if not args.keep_homes:
+            shutil.rmtree(tmp_root, ignore_errors=True)
+    results["code_at_end"] = code_state()
+    args.results.write_text(render_markdown(results))
+    log(f"wrote {args.results}")
+    print(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
