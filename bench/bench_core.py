@@ -392,6 +392,11 @@ def machine_info() -> dict[str, Any]:
     return {"nproc": len(os.sched_getaffinity(0)), "cpu_model": model, "python": platform.python_version(), "platform": platform.platform(), "executable": sys.executable}
 
 
+def load_average() -> list[float]:
+    """Other work on the machine skews wall times; recorded at start and end so it can be seen."""
+    return [round(x, 2) for x in os.getloadavg()]
+
+
 def package_versions() -> dict[str, str]:
     versions = {}
     for name in PACKAGES:
@@ -433,6 +438,7 @@ def render_markdown(results: dict[str, Any]) -> str:
         "",
         f"- Date (UTC): {results['date_utc']}",
         f"- Machine: {m['nproc']} CPUs ({m['cpu_model'] or 'unknown model'}), Python {m['python']}, {m['platform']}",
+        f"- Load average (1/5/15 min): {results['load_average_1_5_15min_at_start']} at start, {results['load_average_1_5_15min_at_end']} at end",
         "- Packages: " + ", ".join(f"{k} {val}" for k, val in results["versions"].items()),
         f"- Code: commit {code['commit']}{dirty}; source hash {code['source_sha256']} at start, {results['code_at_end']['source_sha256']} at end",
         f"- Planner: RLAM_PLANNER={results['planner'] or '(project default)'}; planners reported by the runs: {', '.join(results['planners_seen']) or '-'}",
@@ -606,6 +612,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "repeats": repeats,
         "planner": policy.planner,
         "machine": machine_info(),
+        "load_average_1_5_15min_at_start": load_average(),
         "versions": package_versions(),
         "code_at_start": code_state(),
         "descriptions": DESCRIPTIONS,
@@ -622,6 +629,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not args.keep_homes:
             shutil.rmtree(tmp_root, ignore_errors=True)
     results["code_at_end"] = code_state()
+    results["load_average_1_5_15min_at_end"] = load_average()
     args.results.write_text(render_markdown(results))
     log(f"wrote {args.results}")
     print(json.dumps(results, indent=2))

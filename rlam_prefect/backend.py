@@ -16,6 +16,8 @@ _QUIET_DEFAULTS = {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "DO_NOT_TRACK": "1",
     "PREFECT_LOGGING_LEVEL": "WARNING",
+    # failed task runs keep their tracebacks in the Prefect API and UI; the terminal shows rlam's one-line steps
+    "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": "CRITICAL",
     "LITELLM_LOCAL_MODEL_COST_MAP": "True",
 }
 

@@ -127,9 +127,13 @@ class RunSession:
             row.update(status="rejected", error_type="PreconditionFailed", error_message=f"{spec.name} needs {needed}, which no earlier step produced")
             return
         what = f"step {step} {spec.name}"
+        # an injected failure fails the step whether or not a result is cached (experiments rely on it)
+        inject = not decision.expect_cached and spec.name in self.plan.inject_failures and spec.name not in self.injected
         with self.guard.lock(key):
-            record = self.store.result_record(key)
-            if record is not None:
+            record = None if inject else self.store.result_record(key)
+            if inject:
+                self.injected.add(spec.name)
+            elif record is not None:
                 self.guard.verify(key, record, what)
             elif decision.expect_cached:
                 raise ReplayMismatchError(f"{what}: no cached result for its key; {_why_no_cache(decision.original, row)}")
@@ -137,9 +141,6 @@ class RunSession:
                 moved = self.guard.quarantine_orphan(key)
                 if moved is not None:
                     row["reason"] = f"{row['reason']}; an unindexed result file for this key was moved to {moved}".lstrip("; ")
-            inject = record is None and spec.name in self.plan.inject_failures and spec.name not in self.injected
-            if inject:
-                self.injected.add(spec.name)
             task = _action_task(spec, self.home)
             state = task(
                 step=step,

@@ -25,7 +25,8 @@ def _value(text: str):
 
 @pytest.fixture
 def original(workspace):
-    report = workspace.rlam_json("run")
+    # the seed's fixed order: forks follow the parent's plan, so "exactly the steps from K" is well defined
+    report = workspace.rlam_json("run", "--planner", "fixed")
     assert report["status"] == "completed", report
     return report
 
@@ -35,6 +36,7 @@ def test_run_records_every_step(workspace, original):
         "load_dataset", "analyze_data", "preprocess_data", "train_model", "evaluate_model",
     ]
     assert original["executed"] == 5 and original["cached"] == 0 and original["llm_calls"] == 0
+    assert original["planner"] == "fixed"
     assert 0.9 < original["metrics"]["accuracy"] <= 1.0
     assert all(s["output_hash"].startswith("sha256:") for s in original["steps"])
     script = workspace.rlam_json("run", "--pipeline", "script")

@@ -7,7 +7,7 @@ import pytest
 
 @pytest.fixture
 def original(workspace):
-    report = workspace.rlam_json("run")
+    report = workspace.rlam_json("run", "--planner", "fixed")
     assert report["status"] == "completed"
     return report
 
@@ -34,14 +34,14 @@ def test_a_damaged_cached_result_fails_the_replay_naming_the_step(workspace, ori
     assert "step 4 train_model" in failed[0]["error_message"]
     assert workspace.snapshot("results") == results_before  # the damaged file was not rewritten
     # A fresh run of the same work hits the same key: it must refuse too, not recompute silently.
-    rerun = workspace.rlam("run", "--json")
+    rerun = workspace.rlam("run", "--planner", "fixed", "--json")
     assert rerun.code != 0 and rerun.json["steps"][3]["error_type"] == "StoredResultError"
     assert workspace.snapshot("results") == results_before
 
 
 def test_an_action_failure_is_a_recorded_row_not_a_retry(workspace):
     # every breast-cancer feature has variance below 1e9, so preprocessing has nothing left to use
-    result = workspace.rlam("run", "--set", "analyze_data.variance_threshold=1e9", "--json")
+    result = workspace.rlam("run", "--planner", "fixed", "--set", "analyze_data.variance_threshold=1e9", "--json")
     assert result.code == 1
     report = result.json
     assert report["status"] == "failed"

@@ -18,7 +18,7 @@ def _task_runs(client, flow_run_id):
 def test_flow_run_has_named_task_runs_with_data_dependency_edges(workspace):
     from prefect.client.orchestration import get_client
 
-    report = workspace.rlam_json("run")
+    report = workspace.rlam_json("run", "--planner", "fixed")
     flow_run_id = uuid.UUID(report["prefect_flow_run_id"])
     with get_client(sync_client=True) as client:
         flow_run = client.read_flow_run(flow_run_id)
@@ -45,7 +45,7 @@ def test_flow_run_has_named_task_runs_with_data_dependency_edges(workspace):
 def test_replay_task_runs_are_cached_in_prefect(workspace):
     from prefect.client.orchestration import get_client
 
-    original = workspace.rlam_json("run")
+    original = workspace.rlam_json("run", "--planner", "fixed")
     replay = workspace.rlam_json("replay", original["run_id"])
     flow_run_id = uuid.UUID(replay["prefect_flow_run_id"])
     with get_client(sync_client=True) as client:

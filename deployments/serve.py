@@ -1,0 +1,28 @@
+"""Serve the R-LAM flow as a deployment without a work pool: ``python deployments/serve.py``.
+
+The Prefect UI then offers a custom-run form for `rlam/rlam-serve`: leave everything empty for a
+new run, fill `replay_of` to replay a run, or `fork_of` + `fork_step` (+ `overrides`) to fork one.
+Uses this RLAM_HOME's local server unless PREFECT_API_URL is set.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from rlam_prefect.backend import configure  # noqa: E402
+from rlam_prefect.home import Home  # noqa: E402
+
+
+def main() -> None:
+    url = configure(Home.from_env())
+    from flows.rlam_flow import rlam_flow
+
+    print(f"serving rlam/rlam-serve on {url} (Ctrl-C to stop)", flush=True)
+    rlam_flow.serve(name="rlam-serve")
+
+
+if __name__ == "__main__":
+    main()
