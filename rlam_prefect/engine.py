@@ -58,10 +58,8 @@ class RunSession:
 
     def next_decision(self) -> Decision | None:
         decision = self.source.next_decision(self.history)
-        stop = getattr(self.source, "stop_record", None)
-        if decision is None and stop is not None and not getattr(self, "_stop_written", False):
-            self.store.append_decision({"run_id": self.plan.run_id, **stop})
-            self._stop_written = True
+        if decision is None and self.source.stop_record is not None:
+            self.store.append_decision({"run_id": self.plan.run_id, **self.source.stop_record})  # why the run ended
         return decision
 
     def finish(self, error: str | None = None) -> dict[str, Any]:

@@ -38,7 +38,12 @@ class DecisionSource(Protocol):
     def next_decision(self, history: list[dict[str, Any]]) -> Decision | None: ...
 
     @property
-    def failure(self) -> str | None: ...
+    def failure(self) -> str | None:
+        """Why the source gave up, when it ended the run as a failure."""
+
+    @property
+    def stop_record(self) -> dict[str, Any] | None:
+        """The planner's recorded stop decision, once it has made one."""
 
 
 @dataclass
@@ -77,6 +82,7 @@ class FixedOrder:
     """The seed's hard-coded order; stops at the first failure."""
 
     failure: str | None = None
+    stop_record: dict[str, Any] | None = None
 
     def __init__(self, order: Iterable[str], overrides: Mapping[str, Mapping[str, Any]]) -> None:
         self.order = list(order)
@@ -95,6 +101,7 @@ class RecordedDecisions:
     """A recorded run's steps again: served from cache before ``cached_before`` (all, if None)."""
 
     failure: str | None = None
+    stop_record: dict[str, Any] | None = None
 
     def __init__(
         self, steps: list[dict[str, Any]], cached_before: int | None, overrides: Mapping[str, Mapping[str, Any]]
