@@ -140,14 +140,15 @@ def _dispatch(args: argparse.Namespace) -> int:
             store, fork_of=args.run_id, fork_step=args.step, overrides=overrides,
             pin_decisions=args.pin_decisions, inject_failures=args.inject, **planner_options,
         )
-    if not args.json and sys.stderr.isatty():
+    progress = not args.json and sys.stderr.isatty()
+    if progress:
         _show_progress(plan.run_id, plan.mode)
     from rlam_prefect.runner import execute
 
     report = execute(plan, home)
     from rlam_prefect.report import render_run
 
-    _emit(report, args.json, render_run)
+    _emit(report, args.json, lambda r: render_run(r, with_steps=not progress))  # steps already shown live
     return 0 if report["status"] == "completed" else 1
 
 

@@ -86,7 +86,7 @@ def render_step(step: dict[str, Any]) -> str:
     return line
 
 
-def render_run(report: dict[str, Any]) -> str:
+def render_run(report: dict[str, Any], with_steps: bool = True) -> str:
     header = f"run {report['run_id']}  {report['mode']}  {report['status']}"
     if report["mode"] == "replay":
         header += f"  replay of {report['replay_of']}: {'identical' if report['identical'] else 'NOT identical'}"
@@ -94,7 +94,7 @@ def render_run(report: dict[str, Any]) -> str:
         header += f"  fork of {report['parent_run_id']} at step {report['fork_step']}"
         if report.get("overrides"):
             header += f" with {_overrides_text(report['overrides'])}"
-    lines = [header, *(render_step(s) for s in report["steps"])]
+    lines = [header, *(render_step(s) for s in report["steps"] if with_steps)]
     lines.append(
         f"  executed {report['executed']}, cached {report['cached']}, failed {report['failed']}, "
         f"rejected {report['rejected']}, llm calls {report['llm_calls']}"
