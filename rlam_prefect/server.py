@@ -101,7 +101,9 @@ def stop(home: Home) -> bool:
     state = read_state(home)
     if not state:
         return False
-    _stop_pid(state.get("supervisor_pid"), wait=15.0)
+    # the supervisor needs up to 20 s to stop the server it owns (INT, then TERM); never orphan it
+    _stop_pid(state.get("supervisor_pid"), wait=_SERVER_STOP_S + 5.0)
+    _stop_pid(state.get("server_pid"), wait=5.0)
     state_path(home).unlink(missing_ok=True)
     return True
 
@@ -137,7 +139,7 @@ def _start(home: Home) -> str:
         if process.poll() is not None:
             raise ServerError(f"the local Prefect server exited during start-up; see {log_path(home)}")
         time.sleep(0.2)
-    _stop_pid(process.pid)
+    _stop_pid(process.pid, wait=_SERVER_STOP_S + 5.0)
     raise ServerError(f"the local Prefect server did not become healthy in {START_TIMEOUT_S:.0f} s; see {log_path(home)}")
 
 
@@ -232,9 +234,12 @@ def _flows_running(url: str) -> bool:
         return False
 
 
+_SERVER_STOP_S = 20.0  # SIGINT grace + SIGTERM grace in _terminate
+
+
 def _terminate(server: subprocess.Popen[bytes]) -> None:
     # prefect server start shuts down cleanly on SIGINT; TERM alone can leave its services up
-    for sig, wait in ((signal.SIGINT, 15.0), (signal.SIGTERM, 5.0)):
+    for sig, wait in ((signal.SIGINT, 15.0), (signal.SIGTERM, _SERVER_STOP_S - 15.0)):
         if server.poll() is not None:
             return
         server.send_signal(sig)
