@@ -151,12 +151,12 @@ class RunSession:
             )
             row["prefect_task_run_id"] = str(state.state_details.task_run_id) if state.state_details else None
             if state.is_failed() or state.is_crashed():
-                exc = state.result(raise_on_failure=False)
+                exc = state.result(raise_on_failure=False, _sync=True)  # the flow is async: force the sync path
                 if isinstance(exc, RLamError):
                     raise exc
                 row.update(status="failed", error_type=type(exc).__name__, error_message=_one_line(exc))
                 return
-            artifact: Artifact = state.result()
+            artifact: Artifact = state.result(_sync=True)
             if record is not None:
                 if state.name != "Cached":
                     raise ReplayMismatchError(f"{what}: Prefect reported {state.name!r} instead of serving the cached result")
@@ -237,7 +237,7 @@ class RunSession:
         from rlam_prefect.prefect_tasks import plan_task
 
         state = plan_task()(step=step, model=self.plan.planner.model, messages=quote(messages), temperature=self.plan.planner.temperature, seed=self.plan.planner.seed, return_state=True)
-        return state.result(), [state]
+        return state.result(_sync=True), [state]
 
     def _metrics(self) -> dict[str, Any]:
         for row in reversed(self.history):

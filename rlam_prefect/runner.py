@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from rlam_prefect.backend import configure
@@ -40,7 +41,7 @@ def execute(plan: RunPlan, home: Home) -> dict[str, Any]:
     from flows.rlam_flow import rlam_flow
 
     flow = rlam_flow.with_options(flow_run_name=f"{plan.mode}-{plan.run_id}")
-    state = flow(**flow_parameters(plan), return_state=True)
+    state = asyncio.run(flow(**flow_parameters(plan), return_state=True))  # an async flow: see flows/rlam_flow.py
     store = TraceStore(home)
     try:
         return run_report(store, plan.run_id)  # the trace, not the flow's return value, is the record
