@@ -204,6 +204,7 @@ def _supervise(home: Home, port: int, idle_minutes: float) -> int:
                 tmp = state_path(home).with_suffix(".tmp")
                 tmp.write_text(json.dumps(state))
                 os.replace(tmp, state_path(home))
+                touch(home)  # the idle clock starts when the server is ready, not when start-up began
                 announced = True
             if announced and _idle_for(home) > idle_minutes * 60 and not _flows_running(url):
                 print(f"rlam: idle for {idle_minutes} min, stopping the local Prefect server", flush=True)
