@@ -56,6 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("run_id")
     show.add_argument("--json", action="store_true")
 
+    verify = sub.add_parser("verify", help="re-hash every stored result of a run against its trace")
+    verify.add_argument("run_id")
+    verify.add_argument("--json", action="store_true")
+
     actions = sub.add_parser("actions", help="the action space: inputs, output and parameter schema of each action")
     actions.add_argument("--json", action="store_true")
 
@@ -101,6 +105,12 @@ def _dispatch(args: argparse.Namespace) -> int:
         return 0
     if args.command == "server":
         return _server_command(home, args)
+    if args.command == "verify":
+        from rlam_prefect.verify import verify_run
+
+        outcome = verify_run(home, store.resolve_run_id(args.run_id))
+        _emit(outcome, args.json, _render_verify)
+        return 0 if outcome["intact"] else 4
     if args.command == "actions":
         from rlam_prefect.actions import load_action_modules, registered_actions
 
@@ -197,6 +207,13 @@ def _render_untraced(report: dict[str, Any]) -> str:
     lines.append(f"  executed {report['executed']}, llm calls {report['llm_calls']}")
     if report["metrics"]:
         lines.append("  metrics: " + ", ".join(f"{k}={v}" for k, v in report["metrics"].items()))
+    return "\n".join(lines)
+
+
+def _render_verify(outcome: dict[str, Any]) -> str:
+    verdict = "intact" if outcome["intact"] else f"NOT intact: {outcome['problems']} problem(s)"
+    lines = [f"run {outcome['run_id']}: {verdict} ({outcome['checked']} stored results re-hashed)"]
+    lines += [f"  {c['step']:>3}  {c['action']:<18} {c['result']:<9} {c['detail']}" for c in outcome["steps"]]
     return "\n".join(lines)
 
 

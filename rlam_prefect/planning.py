@@ -66,16 +66,19 @@ class RunPlan:
     def decisions(self, call: PlannerCall) -> DecisionSource:
         if self.mode == "replay":
             return RecordedDecisions(self.parent_steps, cached_before=None, overrides={})
-        if self.mode == "fork" and (self.pin_decisions or self.fixed):
+        if self.mode == "fork" and self.pin_decisions:
             return RecordedDecisions(self.parent_steps, cached_before=self.fork_step, overrides=self.overrides)
+        live: DecisionSource
         if self.fixed:
-            return FixedOrder(_seed_order(), self.overrides)
-        planner = PlannerDecisions(LLMPlanner(self.planner, self.overrides, call))
+            live = FixedOrder(_seed_order(), self.overrides)
+        else:
+            live = PlannerDecisions(LLMPlanner(self.planner, self.overrides, call))
         if self.mode == "fork":
+            # steps before K from the trace, then decided afresh: this also completes a run that crashed
             assert self.fork_step is not None
             prefix = RecordedDecisions(self.parent_steps[: self.fork_step - 1], cached_before=None, overrides={})
-            return Chained(prefix, planner)
-        return planner
+            return Chained(prefix, live)
+        return live
 
 
 class FixedOrder:
@@ -162,7 +165,7 @@ class PlannerDecisions:
 class Chained:
     """Recorded decisions first (a fork's reused prefix), then a live planner."""
 
-    def __init__(self, first: RecordedDecisions, then: PlannerDecisions) -> None:
+    def __init__(self, first: RecordedDecisions, then: DecisionSource) -> None:
         self.first = first
         self.then = then
 
@@ -241,12 +244,19 @@ def prepare_plan(
         steps = _recorded_steps(store, parent)
         if fork_step is None:
             raise UsageError("a fork needs --step K (the first step to re-execute)")
-        if not 1 <= fork_step <= len(steps):
-            raise UsageError(f"step {fork_step} is out of range: run {parent} has steps 1..{len(steps)}")
+        # a run that did not complete (crashed, failed) may also be resumed right after its last step
+        last = len(steps) + (1 if parent_run["status"] != "completed" else 0)
+        if not 1 <= fork_step <= last:
+            raise UsageError(f"step {fork_step} is out of range: run {parent} has steps 1..{len(steps)}" + (f" (and {last} to resume it)" if last > len(steps) else ""))
         recorded = PlannerOptions.from_json(parent_run.get("planner_options"), parent_run.get("planner") or FIXED_PLANNER)
         options = _planner_options(planner or recorded.model, tuning, base=recorded)
         plan = RunPlan(run_id, "fork", options, overrides, modules, parent, fork_step, pin_decisions, inject, steps)
-        upcoming = [s["action"] for s in steps[fork_step - 1 :]] if plan.pin_decisions or plan.fixed else None
+        if plan.pin_decisions:
+            upcoming: list[str] | None = [s["action"] for s in steps[fork_step - 1 :]]
+        elif plan.fixed:
+            upcoming = list(_seed_order()[fork_step - 1 :])
+        else:
+            upcoming = None  # a planner may choose any action: overrides are pins
         _validate_overrides(overrides, upcoming, steps[fork_step - 1 :])
         _validate_injections(inject)
         return plan
