@@ -47,7 +47,7 @@ class TraceStore:
         arrow_table = pa.Table.from_pylist([_redacted(r) for r in rows], schema=schema)
         tmp = directory / f".{name}.{uuid.uuid4().hex}.tmp"
         try:
-            pq.write_table(arrow_table, tmp)
+            pq.write_table(arrow_table, tmp, write_page_checksum=True)  # damage is detected on read, not decoded
             with open(tmp, "rb") as handle:
                 os.fsync(handle.fileno())
             os.link(tmp, final)
@@ -179,15 +179,19 @@ def _parquet_files(directory: Path) -> list[Path]:
 
 
 def _read_file(path: Path, table: str) -> list[dict[str, Any]]:
+    """Rows of one trace file, or TraceCorruptError naming it: damage is never decoded into data."""
     schema = TABLES[table]
     try:
-        data = pq.read_table(path)
-    except (OSError, pa.ArrowException) as exc:
+        data = pq.read_table(path, page_checksum_verification=True)
+        unknown = [name for name in data.column_names if name not in schema.names]
+        if unknown:  # never written by any version of this schema: a damaged footer, not an old file
+            raise ValueError(f"columns the {table} table never had: {', '.join(unknown)[:80]}")
+        for field in schema:  # files written before a column existed read it as nulls
+            if field.name not in data.column_names:
+                data = data.append_column(field.name, pa.nulls(data.num_rows, field.type))
+        return data.select(schema.names).cast(schema).to_pylist()
+    except (OSError, pa.ArrowException, ValueError) as exc:  # UnicodeDecodeError is a ValueError
         raise TraceCorruptError(f"trace file {path} cannot be read ({_first_line(exc)}); it was left as it is") from None
-    missing = [f.name for f in schema if f.name not in data.column_names]
-    for name in missing:  # files written before a column existed read as nulls
-        data = data.append_column(name, pa.nulls(data.num_rows, schema.field(name).type))
-    return data.select(schema.names).to_pylist()
 
 
 def _first_line(exc: BaseException) -> str:

@@ -95,3 +95,38 @@ def test_bad_input_is_one_line_non_zero_and_writes_nothing(workspace, original, 
     assert len(lines) == 1 and lines[0].startswith("rlam: error:") and message in lines[0], result.stderr
     assert "Traceback" not in result.stderr and result.stdout == ""
     assert workspace.snapshot() == before
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage"])
+def test_a_damaged_trace_file_is_one_line_exit_3_and_left_alone(workspace, original, damage):
+    path = sorted((workspace.home.traces / "steps" / original["run_id"]).glob("*.parquet"))[2]
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2] if damage == "truncate" else b"\x00garbage" * 10)
+    before = workspace.snapshot()
+    for argv in (("show", original["run_id"]), ("replay", original["run_id"]), ("fork", original["run_id"], "--step", "2")):
+        result = workspace.rlam(*argv)
+        assert result.code == 3, (argv, result.stderr)
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and str(path) in lines[0] and "cannot be read" in lines[0], result.stderr
+    assert workspace.snapshot() == before
+
+
+def test_bad_flow_parameters_fail_the_flow_run_before_any_work(workspace, original):
+    """What a mistyped fork in the Prefect UI form gets: a failed flow run with the reason, nothing written."""
+    import asyncio
+
+    from flows.rlam_flow import rlam_flow
+
+    before = workspace.snapshot()
+    cases = [
+        ({"fork_step": 2}, "fork_step needs fork_of"),
+        ({"fork_of": original["run_id"], "fork_step": 99}, "out of range"),
+        ({"fork_of": "nosuchrun", "fork_step": 1}, "unknown run"),
+        ({"fork_of": original["run_id"], "fork_step": 2, "overrides": {"train_model": {"C": -1}}}, "greater than 0"),
+        ({"replay_of": original["run_id"], "overrides": {"train_model": {"C": 2}}}, "a replay takes no overrides"),
+    ]
+    for params, message in cases:
+        state = asyncio.run(rlam_flow(**params, return_state=True))
+        assert state.is_failed(), params
+        assert message in str(state.result(raise_on_failure=False)), (params, state.message)
+    assert workspace.snapshot() == before

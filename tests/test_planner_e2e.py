@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import uuid
+from pathlib import Path
 
 import pyarrow.dataset as ds
 import pytest
@@ -119,6 +121,12 @@ def test_secrets_never_reach_a_file(workspace):
             assert FAKE_KEY.encode() not in path.read_bytes(), path
     decisions = ds.dataset(str(workspace.home.traces / "decisions"), format="parquet").to_table().to_pylist()
     assert "[redacted OPENAI_API_KEY]" in decisions[0]["raw_reply"]
+    # nor Prefect's own records: the session server's database, its WAL and its log
+    prefect_home = Path(os.environ["PREFECT_HOME"])
+    stored = [p for p in prefect_home.rglob("*") if p.is_file()]
+    assert any(p.name.startswith("prefect.db") for p in stored)
+    for path in stored:
+        assert FAKE_KEY.encode() not in path.read_bytes(), path
 
 
 def test_planner_decisions_are_task_runs_with_an_edge_to_the_action(workspace):
