@@ -13,6 +13,7 @@ from typing import Any
 
 from rlam_prefect.actions import get_action
 from rlam_prefect.hashing import canonical_json, content_hash
+from rlam_prefect.llm import calls_so_far
 from rlam_prefect.planning import Decision, DecisionSource
 
 
@@ -33,7 +34,7 @@ def run_directly(source: DecisionSource, pipeline: str, inject_failures: tuple[s
         "failed": sum(r["status"] == "failed" for r in history),
         "rejected": sum(r["status"] == "rejected" for r in history),
         "cached": 0,
-        "llm_calls": _llm_calls(),
+        "llm_calls": calls_so_far(),
         "metrics": metrics,
         "error_message": source.failure,
     }
@@ -70,13 +71,3 @@ def _execute(decision: Decision, step: int, artifacts: dict[str, Any], inject: t
         duration_s=time.perf_counter() - started,
     )
     return row
-
-
-def _llm_calls() -> int:
-    import sys
-
-    if "litellm" not in sys.modules:
-        return 0
-    from rlam_prefect.llm import calls_seen
-
-    return calls_seen()

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -24,6 +23,7 @@ from rlam_prefect.errors import RLamError, ReplayMismatchError, StoredResultErro
 from rlam_prefect.hashing import canonical_json, content_hash
 from rlam_prefect.home import Home
 from rlam_prefect.keys import cache_key
+from rlam_prefect.llm import calls_so_far
 from rlam_prefect.planning import Decision, RunPlan
 from rlam_prefect.results import ResultGuard
 from rlam_prefect.trace import TraceStore, utcnow
@@ -49,7 +49,7 @@ class RunSession:
         self.started_at = utcnow()
         self.source = plan.decisions(self._call_planner)
         self.injected: set[str] = set()
-        self.llm_calls_before = _llm_calls()
+        self.llm_calls_before = calls_so_far()
 
     # ---- lifecycle -----------------------------------------------------------------------
 
@@ -227,7 +227,7 @@ class RunSession:
                 identical=self._identical() if plan.mode == "replay" else None,
                 metrics=canonical_json(self._metrics()),
                 error_message=error,
-                llm_calls=_llm_calls() - self.llm_calls_before,
+                llm_calls=calls_so_far() - self.llm_calls_before,
             )
         return row
 
@@ -256,15 +256,6 @@ def _outcome(row: dict[str, Any]) -> tuple[str, str, str | None]:
     """What a step produced, whether it ran or was served: replay must match it exactly."""
     status = "ok" if row["status"] in ("executed", "cached") else row["status"]
     return row["action"], status, row.get("output_hash")
-
-
-def _llm_calls() -> int:
-    """litellm calls counted so far in this process; 0 without importing litellm if it never ran."""
-    if "rlam_prefect.llm" not in sys.modules:
-        return 0
-    from rlam_prefect.llm import calls_seen
-
-    return calls_seen()
 
 
 def _action_task(spec: Any, home: Home) -> Any:

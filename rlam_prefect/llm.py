@@ -123,6 +123,11 @@ def _next_mock_response() -> str | None:
     return replies[min(index, len(replies) - 1)]
 
 
+def calls_so_far() -> int:
+    """Calls counted in this process; 0 without importing litellm when no planner ever ran."""
+    return calls_seen() if _state["litellm"] is not None else 0
+
+
 def calls_seen(timeout: float = 5.0) -> int:
     """LLM calls litellm's callback counted, after waiting for its logging thread to catch up."""
     deadline = time.monotonic() + timeout
