@@ -56,6 +56,16 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("run_id")
     show.add_argument("--json", action="store_true")
 
+    explain = sub.add_parser("explain", help="why a step was served from the cache or executed")
+    explain.add_argument("run_id")
+    explain.add_argument("--step", type=int, required=True, metavar="K")
+    explain.add_argument("--json", action="store_true")
+
+    diff = sub.add_parser("diff", help="where two runs first diverge, why, and their metric deltas")
+    diff.add_argument("run_a")
+    diff.add_argument("run_b")
+    diff.add_argument("--json", action="store_true")
+
     verify = sub.add_parser("verify", help="re-hash every stored result of a run against its trace")
     verify.add_argument("run_id")
     verify.add_argument("--json", action="store_true")
@@ -105,6 +115,18 @@ def _dispatch(args: argparse.Namespace) -> int:
         return 0
     if args.command == "server":
         return _server_command(home, args)
+    if args.command == "explain":
+        from rlam_prefect.compare import explain_step
+
+        outcome = explain_step(store, store.resolve_run_id(args.run_id), args.step)
+        _emit(outcome, args.json, lambda o: f"step {o['step']} {o['action']} ({o['status']}): {o['verdict']}: {o['explanation']}")
+        return 0
+    if args.command == "diff":
+        from rlam_prefect.compare import diff_runs
+
+        outcome = diff_runs(store, store.resolve_run_id(args.run_a), store.resolve_run_id(args.run_b))
+        _emit(outcome, args.json, _render_diff)
+        return 0
     if args.command == "verify":
         from rlam_prefect.verify import verify_run
 
@@ -207,6 +229,20 @@ def _render_untraced(report: dict[str, Any]) -> str:
     lines.append(f"  executed {report['executed']}, llm calls {report['llm_calls']}")
     if report["metrics"]:
         lines.append("  metrics: " + ", ".join(f"{k}={v}" for k, v in report["metrics"].items()))
+    return "\n".join(lines)
+
+
+def _render_diff(outcome: dict[str, Any]) -> str:
+    lines = [f"{outcome['run_a']} vs {outcome['run_b']}: " + ("identical" if outcome["identical"] else f"first divergence at step {outcome['first_divergence']['step']}")]
+    for entry in outcome["steps"]:
+        a, b = entry["a"] or {}, entry["b"] or {}
+        mark = " " if entry["same"] else "*"
+        lines.append(f" {mark}{entry['step']:>3}  {a.get('action', '-'):<18} {str(a.get('output_hash'))[7:19]:<12}  {b.get('action', '-'):<18} {str(b.get('output_hash'))[7:19]}")
+    if outcome["first_divergence"]:
+        lines += [f"  cause: {c['part']}: {c['detail']}" for c in outcome["first_divergence"]["causes"]]
+    deltas = [f"{name} {m['a']} -> {m['b']} ({m['delta']:+})" for name, m in outcome["metrics"].items() if m["delta"]]
+    if deltas:
+        lines.append("  metrics: " + ", ".join(deltas))
     return "\n".join(lines)
 
 
