@@ -11,6 +11,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, NoReturn
 
 from rlam_prefect.errors import RLamError, UsageError
@@ -55,6 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
     show = sub.add_parser("show", help="one run's steps, hashes and metrics")
     show.add_argument("run_id")
     show.add_argument("--json", action="store_true")
+
+    lineage = sub.add_parser("lineage", help="a run's DAG with its fork ancestry and planner decisions")
+    lineage.add_argument("run_id")
+    lineage.add_argument("--format", choices=("tree", "mermaid", "dot"), default="tree")
+    lineage.add_argument("--png", type=Path, default=None, metavar="FILE", help="also render a PNG (needs Graphviz)")
+    lineage.add_argument("--json", action="store_true")
 
     explain = sub.add_parser("explain", help="why a step was served from the cache or executed")
     explain.add_argument("run_id")
@@ -115,6 +122,15 @@ def _dispatch(args: argparse.Namespace) -> int:
         return 0
     if args.command == "server":
         return _server_command(home, args)
+    if args.command == "lineage":
+        from rlam_prefect import lineage as lineage_view
+
+        graph = lineage_view.build_lineage(store, store.resolve_run_id(args.run_id))
+        if args.png is not None:
+            lineage_view.write_png(lineage_view.render_dot(graph), args.png)
+        render = {"tree": lineage_view.render_tree, "mermaid": lineage_view.render_mermaid, "dot": lineage_view.render_dot}[args.format]
+        _emit(graph, args.json, render)
+        return 0
     if args.command == "explain":
         from rlam_prefect.compare import explain_step
 

@@ -82,3 +82,31 @@ def test_the_readme_queries_run_on_real_traces(workspace, runs):
     assert [(row[0], row[1], row[2], row[4]) for row in failures] == [(runs["failed"]["run_id"], 3, "preprocess_data", "ValueError")]
     savings = {(row[0], row[1]): row[2] for row in run("cache-savings")}
     assert savings[("load_dataset", "executed")] == 1 and savings[("load_dataset", "cached")] == 3
+
+
+def test_lineage_shows_data_edges_fork_ancestry_decisions_and_recovery(workspace, runs):
+    import shutil
+
+    c = runs["c"]
+    tree = workspace.rlam("lineage", c["run_id"])
+    assert tree.code == 0
+    assert f"fork at step 3 of {runs['a']['run_id']}" in tree.stdout and f"└─ {runs['a']['run_id']}  run" in tree.stdout
+    assert "<- analysis@2, dataset@1" in tree.stdout
+    assert tree.stdout.count(f"[reused from {runs['a']['run_id']}]") == 2  # steps 1-2 came from the parent
+    graph = workspace.rlam_json("lineage", c["run_id"])
+    assert {(e["from"], e["to"], e["input"]) for e in graph["edges"]} == {
+        (1, 2, "dataset"), (1, 3, "dataset"), (2, 3, "analysis"), (3, 4, "split"), (3, 5, "split"), (4, 5, "model"),
+    }
+    mermaid = workspace.rlam("lineage", c["run_id"], "--format", "mermaid").stdout
+    assert mermaid.startswith("flowchart TD") and "s3 -->|split| s4" in mermaid
+
+    planned = workspace.rlam_json("run", "--inject-failure", "train_model")
+    dot = workspace.rlam("lineage", planned["run_id"], "--format", "dot").stdout
+    assert dot.startswith(f'digraph "{planned["run_id"]}"') and "d4 -> s4 [style=dashed]" in dot
+    assert 's4 -> s5 [label="recovered by"' in dot
+    png = workspace.home.root / "lineage.png"
+    result = workspace.rlam("lineage", planned["run_id"], "--png", str(png))
+    if shutil.which("dot"):
+        assert result.code == 0 and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    else:
+        assert result.code == 2 and "Graphviz" in result.stderr and not png.exists()
