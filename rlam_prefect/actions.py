@@ -14,7 +14,7 @@ import inspect
 import os
 import sys
 import typing
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,6 +63,11 @@ class ActionSpec:
     @property
     def code_version(self) -> str:
         return "sha256:" + code_version(self.fn)
+
+    def unmet_inputs(self, available: Collection[str]) -> str | None:
+        """Why this action cannot run yet (an input no earlier step produced), or None."""
+        missing = [f"{arg} ({kind})" for arg, kind in self.input_kinds.items() if kind not in available]
+        return f"{self.name} needs {', '.join(missing)}, which no earlier step produced" if missing else None
 
     def validate_params(self, raw: Mapping[str, Any] | None) -> dict[str, Any]:
         """Full, canonical params (defaults filled) or one-line InvalidParamsError."""

@@ -12,7 +12,16 @@ from typing import Any
 
 from rlam_prefect.trace import TraceStore
 
-_OK = ("executed", "cached")
+SUCCEEDED = ("executed", "cached")  # a step that produced its output, whether it ran or was served
+
+
+def succeeded(row: dict[str, Any]) -> bool:
+    return row["status"] in SUCCEEDED
+
+
+def outcome(row: dict[str, Any]) -> tuple[str, str, str | None]:
+    """What a step produced, whether it ran or was served: a replay must match it exactly."""
+    return row["action"], "ok" if succeeded(row) else row["status"], row.get("output_hash")
 
 
 def key_differences(a: dict[str, Any], b: dict[str, Any]) -> list[dict[str, Any]]:
@@ -44,7 +53,7 @@ def explain_step(store: TraceStore, run_id: str, step_number: int) -> dict[str, 
         raise UsageError(f"step {step_number} is out of range: run {run_id} has steps 1..{len(steps)}")
     step = steps[step_number - 1]
     base = {"run_id": run_id, "step": step_number, "action": step["action"], "status": step["status"], "cache_key": step["cache_key"]}
-    if step["status"] not in _OK:
+    if not succeeded(step):
         return {**base, "verdict": step["status"], "explanation": f"{step['error_type']}: {step['error_message']}"}
     if step["status"] == "cached":
         record = store.result_record(step["cache_key"]) if step.get("cache_key") else None
@@ -72,7 +81,7 @@ def diff_runs(store: TraceStore, run_a: str, run_b: str) -> dict[str, Any]:
     for position in range(max(len(steps_a), len(steps_b))):
         a = steps_a[position] if position < len(steps_a) else None
         b = steps_b[position] if position < len(steps_b) else None
-        same = bool(a and b and a["action"] == b["action"] and a["output_hash"] == b["output_hash"] and (a["status"] in _OK) == (b["status"] in _OK))
+        same = bool(a and b and outcome(a) == outcome(b))
         aligned.append({"step": position + 1, "a": _brief(a), "b": _brief(b), "same": same})
         if not same and first is None:
             causes = key_differences(b, a) if a and b else [{"part": "length", "detail": f"run {run_a if a is None else run_b} has no step {position + 1}"}]
@@ -94,7 +103,7 @@ def _nearest_earlier(store: TraceStore, step: dict[str, Any]) -> dict[str, Any] 
         for run in store.runs()
         if run["run_id"] != step["run_id"]
         for row in store.steps(run["run_id"])
-        if row["action"] == step["action"] and row["status"] in _OK and row["started_at"] < step["started_at"]
+        if row["action"] == step["action"] and succeeded(row) and row["started_at"] < step["started_at"]
     ]
     if not candidates:
         return None

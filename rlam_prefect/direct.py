@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 from rlam_prefect.actions import get_action
+from rlam_prefect.errors import one_line
 from rlam_prefect.hashing import canonical_json, content_hash
 from rlam_prefect.llm import calls_so_far
 from rlam_prefect.planning import Decision, DecisionSource
@@ -49,16 +50,16 @@ def _execute(decision: Decision, step: int, artifacts: dict[str, Any], inject: t
     try:
         spec = get_action(decision.action)
         params = spec.validate_params(decision.params)
-        missing = [arg for arg, kind in spec.input_kinds.items() if kind not in artifacts]
-        if missing:
-            row.update(status="rejected", error_type="PreconditionFailed", error_message=f"{spec.name} needs {', '.join(missing)}")
+        unmet = spec.unmet_inputs(artifacts)
+        if unmet:
+            row.update(status="rejected", error_type="PreconditionFailed", error_message=unmet)
             return row
         if spec.name in inject and spec.name not in injected:
             injected.add(spec.name)
             raise RuntimeError(f"injected failure in {spec.name} (step {step})")
         value = spec.run({arg: artifacts[kind] for arg, kind in spec.input_kinds.items()}, params)
     except Exception as exc:  # noqa: BLE001 - the step's outcome, reported as such
-        row.update(status="failed", error_type=type(exc).__name__, error_message=" ".join(str(exc).split())[:500], duration_s=time.perf_counter() - started)
+        row.update(status="failed", error_type=type(exc).__name__, error_message=one_line(exc), duration_s=time.perf_counter() - started)
         return row
     artifacts[spec.output_kind] = value
     summary = value.summary() if callable(getattr(value, "summary", None)) else {}

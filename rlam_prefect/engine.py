@@ -19,7 +19,8 @@ from rlam_prefect import __version__
 from rlam_prefect.actions import get_action
 from rlam_prefect.artifact import Artifact
 from rlam_prefect.environment import environment, environment_hash
-from rlam_prefect.errors import RLamError, ReplayMismatchError, StoredResultError
+from rlam_prefect.compare import key_differences, outcome
+from rlam_prefect.errors import RLamError, ReplayMismatchError, StoredResultError, one_line
 from rlam_prefect.hashing import canonical_json, content_hash
 from rlam_prefect.home import Home
 from rlam_prefect.keys import cache_key
@@ -108,7 +109,6 @@ class RunSession:
         spec = get_action(decision.action)
         params = spec.validate_params(decision.params)
         inputs = {arg: self.artifacts[kind] for arg, kind in spec.input_kinds.items() if kind in self.artifacts}
-        missing = sorted(set(spec.input_kinds) - set(inputs))
         env_hash = environment_hash(spec.packages)
         input_hashes = {arg: artifact.content_hash for arg, artifact in inputs.items()}
         key = cache_key(spec.name, spec.code_version, params, input_hashes, env_hash)
@@ -120,9 +120,9 @@ class RunSession:
             env_hash=env_hash,
             output_kind=spec.output_kind,
         )
-        if missing:
-            needed = ", ".join(f"{a} ({spec.input_kinds[a]})" for a in missing)
-            row.update(status="rejected", error_type="PreconditionFailed", error_message=f"{spec.name} needs {needed}, which no earlier step produced")
+        unmet = spec.unmet_inputs(self.artifacts)
+        if unmet:
+            row.update(status="rejected", error_type="PreconditionFailed", error_message=unmet)
             return
         what = f"step {step} {spec.name}"
         # an injected failure fails the step whether or not a result is cached (experiments rely on it)
@@ -154,7 +154,7 @@ class RunSession:
                 exc = state.result(raise_on_failure=False, _sync=True)  # the flow is async: force the sync path
                 if isinstance(exc, RLamError):
                     raise exc
-                row.update(status="failed", error_type=type(exc).__name__, error_message=_one_line(exc))
+                row.update(status="failed", error_type=type(exc).__name__, error_message=one_line(exc))
                 return
             artifact: Artifact = state.result(_sync=True)
             if record is not None:
@@ -247,15 +247,7 @@ class RunSession:
 
     def _identical(self) -> bool:
         original = self.plan.parent_steps
-        return len(original) == len(self.history) and all(
-            _outcome(a) == _outcome(b) for a, b in zip(self.history, original)
-        )
-
-
-def _outcome(row: dict[str, Any]) -> tuple[str, str, str | None]:
-    """What a step produced, whether it ran or was served: replay must match it exactly."""
-    status = "ok" if row["status"] in ("executed", "cached") else row["status"]
-    return row["action"], status, row.get("output_hash")
+        return len(original) == len(self.history) and all(outcome(a) == outcome(b) for a, b in zip(self.history, original))
 
 
 def _action_task(spec: Any, home: Home) -> Any:
@@ -268,21 +260,8 @@ def _why_no_cache(original: dict[str, Any] | None, row: dict[str, Any]) -> str:
     """Name the key part that moved since the recorded step, so a failed replay explains itself."""
     if original is None:
         return "it was never computed"
-    changed = [
-        label
-        for label, column in (
-            ("the action's code version", "code_version"),
-            ("the environment", "env_hash"),
-            ("its parameters", "params"),
-            ("its input artifacts", "input_hashes"),
-        )
-        if original.get(column) != row.get(column)
-    ]
+    changed = key_differences(row, original)
     if changed:
-        return f"{' and '.join(changed)} changed since run {original['run_id']} recorded it; fork from this step to re-execute"
+        parts = "; ".join(f"{d['part']}: {d['detail']}" for d in changed)
+        return f"{parts} changed since run {original['run_id']} recorded it; fork from this step to re-execute"
     return f"the result recorded by run {original['run_id']} is not indexed in this RLAM_HOME"
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text[:500] if text else type(exc).__name__

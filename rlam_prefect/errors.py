@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 
+def one_line(exc: BaseException, limit: int = 500) -> str:
+    """An exception as one line of at most ``limit`` characters (its type when it says nothing)."""
+    text = " ".join(str(exc).split())
+    return text[:limit] if text else type(exc).__name__
+
+
 class RLamError(Exception):
     """Base class: a clear, one-line, user-facing failure."""
 

@@ -70,7 +70,10 @@ def propose(state: dict[str, Any]) -> list[tuple[float, dict[str, Any]]]:
     target = float(state.get("goal", {}).get("target", 0.0))
     last = history[-1] if history else None
 
-    if last and last["status"] in ("failed", "rejected"):
+    if last and last["status"] == "rejected":
+        # our own previous reply was refused; a rejection produced nothing, so answer from the state before it
+        return propose({**state, "history": history[:-1]})
+    if last and last["status"] == "failed":
         return _recover(history, last, pinned)
     if remaining <= 0:
         return [(1.0, _reply("stop", {}, "the step budget is used up"))]
@@ -103,9 +106,6 @@ def propose(state: dict[str, Any]) -> list[tuple[float, dict[str, Any]]]:
 
 
 def _recover(history: list[dict[str, Any]], last: dict[str, Any], pinned: dict[str, Any]) -> list[tuple[float, dict[str, Any]]]:
-    if last["status"] == "rejected":
-        # our own previous reply was refused: answer again from the last good state
-        return propose({"history": history[:-1], "pinned_params": pinned, "budget": {"max_steps": 10**6}, "available_artifacts": _available(history[:-1])})
     failures = [row for row in history if row["status"] == "failed" and row["action"] == last["action"]]
     if len(failures) >= 2:
         return [(1.0, _reply("stop", {}, f"{last['action']} failed twice; stopping with the failure recorded"))]
@@ -150,11 +150,6 @@ def _latest_accuracy(history: list[dict[str, Any]]) -> float | None:
             value = row["output"].get("accuracy")
             return float(value) if value is not None else None
     return None
-
-
-def _available(history: list[dict[str, Any]]) -> list[str]:
-    produced = {"load_dataset": "Dataset", "analyze_data": "Analysis", "preprocess_data": "Split", "train_model": "TrainedModel", "evaluate_model": "Metrics"}
-    return sorted({produced[r["action"]] for r in history if r["status"] in ("executed", "cached") and r["action"] in produced})
 
 
 def _reply(action: str, params: dict[str, Any], reason: str, recovers_step: int | None = None) -> dict[str, Any]:

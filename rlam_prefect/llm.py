@@ -13,6 +13,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from rlam_prefect.errors import one_line
+
 HEURISTIC_MODEL = "rlam/heuristic"
 DEFAULT_TIMEOUT_S = 60.0
 
@@ -87,7 +89,7 @@ def complete(model: str, messages: list[dict[str, str]], *, temperature: float, 
     try:
         response = litellm.completion(**kwargs)
     except Exception as exc:  # noqa: BLE001 - every provider failure becomes a recorded failed decision
-        return LLMReply(None, time.perf_counter() - started, error_type=type(exc).__name__, error_message=_one_line(exc))
+        return LLMReply(None, time.perf_counter() - started, error_type=type(exc).__name__, error_message=one_line(exc))
     latency = time.perf_counter() - started
     usage = getattr(response, "usage", None)
     text = response.choices[0].message.content if response.choices else None
@@ -138,6 +140,3 @@ def calls_seen(timeout: float = 5.0) -> int:
             return counted
         time.sleep(0.01)
 
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())[:500] or type(exc).__name__

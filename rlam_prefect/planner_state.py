@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rlam_prefect.actions import ActionSpec
+from rlam_prefect.compare import succeeded
 from rlam_prefect.hashing import canonical_json
 
 STATE_BEGIN = "<<<STATE"
@@ -85,7 +86,7 @@ def prompt_hash(messages: list[dict[str, str]]) -> str:
 
 
 def _available(history: list[dict[str, Any]]) -> set[str]:
-    return {row["output_kind"] for row in history if row["status"] in ("executed", "cached") and row.get("output_kind")}
+    return {row["output_kind"] for row in history if succeeded(row) and row.get("output_kind")}
 
 
 def _history_entry(row: dict[str, Any]) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from rlam_prefect.compare import outcome
 from rlam_prefect.trace import TraceStore
 
 _STEP_FIELDS = ("step", "action", "status", "output_hash", "cache_key", "duration_s", "error_type", "error_message", "prefect_task_run_id")
@@ -45,7 +46,7 @@ def _differences(replayed: list[dict[str, Any]], original: list[dict[str, Any]])
     for position in range(max(len(replayed), len(original))):
         a = replayed[position] if position < len(replayed) else None
         b = original[position] if position < len(original) else None
-        if a and b and a["action"] == b["action"] and a["output_hash"] == b["output_hash"] and (a["status"] in ("executed", "cached")) == (b["status"] in ("executed", "cached")):
+        if a and b and outcome(a) == outcome(b):
             continue
         differences.append(
             {

@@ -21,7 +21,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from rlam_prefect.errors import TraceCorruptError, UnknownRunError
+from rlam_prefect.errors import TraceCorruptError, UnknownRunError, one_line
 from rlam_prefect.home import Home
 from rlam_prefect.secrets import redact
 from rlam_prefect.trace_schema import TABLES
@@ -191,12 +191,7 @@ def _read_file(path: Path, table: str) -> list[dict[str, Any]]:
                 data = data.append_column(field.name, pa.nulls(data.num_rows, field.type))
         return data.select(schema.names).cast(schema).to_pylist()
     except (OSError, pa.ArrowException, ValueError) as exc:  # UnicodeDecodeError is a ValueError
-        raise TraceCorruptError(f"trace file {path} cannot be read ({_first_line(exc)}); it was left as it is") from None
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
+        raise TraceCorruptError(f"trace file {path} cannot be read ({one_line(exc, 200)}); it was left as it is") from None
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from rlam_prefect.compare import succeeded
 from rlam_prefect.errors import StoredResultError
 from rlam_prefect.hashing import content_hash
 from rlam_prefect.home import Home
@@ -28,7 +29,7 @@ def verify_run(home: Home, run_id: str) -> dict[str, Any]:
 
 
 def _check_step(store: TraceStore, guard: ResultGuard, step: dict[str, Any]) -> dict[str, Any]:
-    if step["status"] not in ("executed", "cached") or not step.get("cache_key"):
+    if not succeeded(step) or not step.get("cache_key"):
         return {"result": "no result", "detail": f"{step['status']} step: nothing was stored"}
     key = step["cache_key"]
     what = f"step {step['step']} {step['action']}"
