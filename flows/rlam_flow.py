@@ -37,12 +37,19 @@ async def rlam_flow(
     fork_step: int | None = None,
     pin_decisions: bool = False,
     inject_failures: list[str] | None = None,
+    policy: dict[str, Any] | str | None = None,
+    approve: list[str] | None = None,
+    approval_timeout: int | None = None,
 ) -> dict[str, Any] | State:
     """Plan and execute one R-LAM run; or replay (replay_of) or fork (fork_of + fork_step) a recorded one.
 
     planner: "fixed", "rlam/heuristic" (offline default) or any litellm model string; a fork keeps its
     parent's planner unless told otherwise. overrides: {action: {param: value}}, applied to that action
     from the fork step on. pin_decisions: a fork re-uses the parent's plan instead of asking the planner.
+    policy: an execution policy, as a path to a YAML/JSON file on the machine running the flow or as its
+    rules (default: $RLAM_POLICY, else a replayed or forked run's recorded policy). approve: actions
+    (or "all") pre-approved; any other action the policy gates pauses this flow run for a person's
+    decision (approval_timeout seconds, default 3600).
     """
     home = Home.from_env()
     plan = prepare_plan(
@@ -59,6 +66,9 @@ async def rlam_flow(
         fork_step=fork_step,
         pin_decisions=pin_decisions,
         inject_failures=inject_failures or (),
+        policy=policy,
+        approve=approve or (),
+        approval_timeout=approval_timeout,
     )
     session = RunSession(home, plan, flow_run.get_id())
     session.start()

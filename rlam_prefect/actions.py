@@ -14,13 +14,14 @@ import inspect
 import os
 import sys
 import typing
-from collections.abc import Callable, Collection, Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from rlam_prefect.code_version import code_version
+from rlam_prefect.conditions import Effect, Precondition, default_preconditions
 from rlam_prefect.errors import InvalidParamsError, UnknownActionError
 
 DEFAULT_ACTION_MODULES: tuple[str, ...] = ("tasks",)
@@ -43,6 +44,8 @@ class ActionSpec:
     description: str
     packages: tuple[str, ...] = ()
     takes_params: bool = True
+    preconditions: tuple[Precondition, ...] = ()  # checked before dispatch
+    effects: tuple[Effect, ...] = ()  # checked after the action ran
     _prefect_task: list[Any] = field(default_factory=list, repr=False, compare=False)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -64,10 +67,25 @@ class ActionSpec:
     def code_version(self) -> str:
         return "sha256:" + code_version(self.fn)
 
-    def unmet_inputs(self, available: Collection[str]) -> str | None:
-        """Why this action cannot run yet (an input no earlier step produced), or None."""
-        missing = [f"{arg} ({kind})" for arg, kind in self.input_kinds.items() if kind not in available]
-        return f"{self.name} needs {', '.join(missing)}, which no earlier step produced" if missing else None
+    def unmet_inputs(self, available: Mapping[str, Any]) -> str | None:
+        """The first declared precondition that does not hold, named, or None.
+
+        ``available`` maps artifact kinds to the latest value of each kind (plain values or Artifacts).
+        """
+        inputs = {arg: _plain(available[kind]) for arg, kind in self.input_kinds.items() if kind in available}
+        for condition in self.preconditions:
+            why = condition.violated(available, inputs)
+            if why:
+                return f"precondition of {self.name} not met: {condition.name!r} ({why})"
+        return None
+
+    def unmet_effect(self, kind: str | None, value: Any) -> str | None:
+        """The first declared effect that does not hold after the action ran, named, or None."""
+        for effect in self.effects:
+            why = effect.violated(kind, value)
+            if why:
+                return f"effect of {self.name} not met: {effect.name!r} ({why})"
+        return None
 
     def validate_params(self, raw: Mapping[str, Any] | None) -> dict[str, Any]:
         """Full, canonical params (defaults filled) or one-line InvalidParamsError."""
@@ -99,12 +117,27 @@ _REGISTRY: dict[str, ActionSpec] = {}
 
 
 def action(
-    fn: Callable[..., Any] | None = None, *, name: str | None = None, packages: Iterable[str] = ()
+    fn: Callable[..., Any] | None = None,
+    *,
+    name: str | None = None,
+    packages: Iterable[str] = (),
+    requires: Mapping[str, str] | None = None,
+    preconditions: Iterable[Precondition] = (),
+    produces: str | None = None,
+    effects: Iterable[Effect] = (),
 ) -> Any:
-    """Register ``fn`` as an action. Usable bare (``@action``) or with options."""
+    """Register ``fn`` as an action. Usable bare (``@action``) or with options.
+
+    requires: {input argument: what it means in words}, e.g. {"split": "a preprocessed split exists"}
+    (default "a <Kind> exists"); preconditions: further named checks over the inputs. produces: the
+    output in words (default "produces a <Kind>"); effects: further named checks over the output.
+    """
 
     def register(func: Callable[..., Any]) -> ActionSpec:
         spec = _spec_from_function(func, name or func.__name__, tuple(packages))
+        declared_pre = (*default_preconditions(spec.input_kinds, requires or {}), *preconditions)
+        declared_effects = (Effect(produces or f"produces a {spec.output_kind}", spec.output_kind), *effects)
+        spec = replace(spec, preconditions=declared_pre, effects=declared_effects)
         existing = _REGISTRY.get(spec.name)
         if existing is not None and (existing.module, existing.fn.__qualname__) != (spec.module, func.__qualname__):
             raise ValueError(f"action {spec.name!r} is already registered by {existing.module}")
@@ -161,6 +194,12 @@ def get_action(name: str) -> ActionSpec:
 
 def registered_actions() -> dict[str, ActionSpec]:
     return dict(_REGISTRY)
+
+
+def _plain(value: Any) -> Any:
+    from rlam_prefect.artifact import Artifact
+
+    return value.value if isinstance(value, Artifact) else value
 
 
 def _describe_validation_error(exc: ValidationError) -> str:

@@ -34,10 +34,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="ACTION.PARAM=VALUE")
     run.add_argument("--inject-failure", dest="inject", action="append", default=[], metavar="ACTION",
                      help="make the first execution of ACTION fail (experiments)")
+    _policy_arguments(run)
     run.add_argument("--json", action="store_true")
 
     replay = sub.add_parser("replay", help="re-run a recorded run entirely from the verified cache")
     replay.add_argument("run_id")
+    replay.add_argument("--policy", default=None, metavar="FILE", help="report whether the run's policy differs from this one (default: $RLAM_POLICY, else the run's own)")
     replay.add_argument("--json", action="store_true")
 
     fork = sub.add_parser("fork", help="reuse steps before K, re-execute from K with changed parameters")
@@ -47,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     fork.add_argument("--pin-decisions", action="store_true", help="keep the parent's plan (with the overrides) instead of asking the planner")
     _planner_arguments(fork, default_note="the parent's")
     fork.add_argument("--inject-failure", dest="inject", action="append", default=[], metavar="ACTION")
+    _policy_arguments(fork)
     fork.add_argument("--json", action="store_true")
 
     runs = sub.add_parser("runs", help="list recorded runs, newest first")
@@ -92,6 +95,14 @@ def _planner_arguments(parser: argparse.ArgumentParser, default_note: str = "$RL
     parser.add_argument("--seed", type=int, default=None, help="planner seed where the provider accepts one (default 0)")
     parser.add_argument("--max-steps", type=int, default=None, help="step budget (default 12)")
     parser.add_argument("--target", dest="target_accuracy", type=float, default=None, help="accuracy goal the planner works towards (default 0.97)")
+
+
+def _policy_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--policy", default=None, metavar="FILE", help="execution policy, YAML or JSON (default: $RLAM_POLICY; a fork: its parent's)")
+    parser.add_argument("--approve", action="append", default=[], metavar="ACTION",
+                        help="pre-approve ACTION (or all) where the policy requires approval")
+    parser.add_argument("--approval-timeout", type=int, default=None, metavar="SECONDS",
+                        help="how long a step paused for approval in Prefect waits (default 3600)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -155,7 +166,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         load_action_modules()
         specs = registered_actions()
         listing = [
-            {"action": s.name, "module": s.module, "inputs": s.input_kinds, "output": s.output_kind, "description": s.description, "params_schema": s.params_schema()}
+            {"action": s.name, "module": s.module, "inputs": s.input_kinds, "output": s.output_kind, "description": s.description, "params_schema": s.params_schema(),
+             "preconditions": [c.name for c in s.preconditions], "effects": [e.name for e in s.effects]}
             for s in specs.values()
         ]
         _emit(listing, args.json, _render_actions)
@@ -179,15 +191,20 @@ def _dispatch(args: argparse.Namespace) -> int:
         report = _run_untraced(plan, args.pipeline)
         _emit(report, args.json, _render_untraced)
         return 0 if report["status"] == "completed" else 1
+    governance = {"policy": args.policy, "approve": getattr(args, "approve", []), "approval_timeout": getattr(args, "approval_timeout", None)}
     if args.command == "run":
-        plan = prepare_plan(store, overrides=overrides, inject_failures=args.inject, **planner_options)
+        plan = prepare_plan(store, overrides=overrides, inject_failures=args.inject, **planner_options, **governance)
     elif args.command == "replay":
-        plan = prepare_plan(store, replay_of=args.run_id)
+        plan = prepare_plan(store, replay_of=args.run_id, **governance)
     else:
         plan = prepare_plan(
             store, fork_of=args.run_id, fork_step=args.step, overrides=overrides,
-            pin_decisions=args.pin_decisions, inject_failures=args.inject, **planner_options,
+            pin_decisions=args.pin_decisions, inject_failures=args.inject, **planner_options, **governance,
         )
+    if plan.policy is not None and plan.policy.require_approval and sys.stdin.isatty():
+        from rlam_prefect.approval import set_terminal_prompt, terminal_prompt
+
+        set_terminal_prompt(terminal_prompt)  # without a tty, a gated step pauses for the Prefect UI
     progress = not args.json and sys.stderr.isatty()
     if progress:
         _show_progress(plan.run_id, plan.mode)
@@ -276,6 +293,8 @@ def _render_actions(listing: list[dict[str, Any]]) -> str:
         params = ", ".join(f"{name}={prop.get('default')!r}" for name, prop in entry["params_schema"].get("properties", {}).items())
         lines.append(f"{entry['action']}({inputs}) -> {entry['output']}    [{params}]    {entry['module']}")
         lines.append(f"    {entry['description']}")
+        lines.append(f"    preconditions: {'; '.join(entry['preconditions']) or 'none'}")
+        lines.append(f"    effects: {'; '.join(entry['effects'])}")
     return "\n".join(lines)
 
 

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from rlam_prefect import __version__
+from rlam_prefect import approval as approval_gate
 from rlam_prefect.actions import get_action
 from rlam_prefect.artifact import Artifact
 from rlam_prefect.environment import environment, environment_hash
@@ -29,6 +30,7 @@ from rlam_prefect.planning import Decision, RunPlan
 from rlam_prefect.results import ResultGuard
 from rlam_prefect.trace import TraceStore, utcnow
 
+APPROVAL_COLUMNS = ("approval", "approved_by", "approval_via", "approval_edits", "approval_note")
 StepListener = Callable[[dict[str, Any]], None]
 _listeners: list[StepListener] = []
 
@@ -94,16 +96,59 @@ class RunSession:
             row.update(action=decision.action or "(invalid)", params=None, status="rejected", error_type="InvalidDecision", error_message=decision.rejection)
             return self._record(row, clock, decision)
         original = decision.original
+        if decision.expect_cached and original is not None:
+            row.update({k: original.get(k) for k in APPROVAL_COLUMNS})  # recorded approvals are reused, never asked again
         if decision.expect_cached and original is not None and original["status"] in ("failed", "rejected"):
             # A recorded failure is part of the run: carried into the replay, never re-executed.
             row.update({k: original[k] for k in ("params", "input_hashes", "cache_key", "code_version", "env_hash", "status", "error_type", "error_message")})
             row["error_message"] = f"{original['error_message']} (recorded in run {original['run_id']}, not re-executed)"
             return self._record(row, clock, decision)
+        if not decision.expect_cached:
+            refused = self._govern(decision, step, row)
+            if refused is not None:
+                row.update(status="rejected", error_type=refused[0], error_message=refused[1])
+                if decision.record is not None:  # the reply parsed, but could not be acted on
+                    decision.record.update(valid=False, rejection_reason=refused[1])
+                return self._record(row, clock, decision)
         try:
             self._run_step(decision, step, row)
         except RLamError as exc:
             row.update(status="failed", error_type=type(exc).__name__, error_message=str(exc))
         return self._record(row, clock, decision)
+
+    def _govern(self, decision: Decision, step: int, row: dict[str, Any]) -> tuple[str, str] | None:
+        """Policy rules and the approval gate for a new decision: (error_type, message) if refused.
+
+        An approved edit replaces ``decision.params``; the edit is checked like any other decision.
+        """
+        policy = self.plan.policy
+        if policy is None:
+            return None
+        try:
+            params = get_action(decision.action).validate_params(decision.params)
+        except RLamError:
+            return None  # invalid params fail the step where they always have (_run_step)
+        broken = policy.violation(decision.action, params, self.history)
+        if broken:
+            return "PolicyViolation", f"policy rule {broken}"
+        if not policy.needs_approval(decision.action):
+            return None
+        approval = approval_gate.ask(step, decision.action, params, self.plan.pre_approved, self.plan.approval_timeout)
+        row.update(approval.row(params))
+        who = f" by {approval.reviewer}" if approval.reviewer else ""
+        if not approval.approved:
+            note = f": {approval.note}" if approval.note else ""
+            return "ApprovalRejected", f"{decision.action} was rejected{who} ({approval.via}){note}"
+        try:
+            edited = get_action(decision.action).validate_params(approval.params)
+        except RLamError as exc:
+            return "ApprovalRejected", f"the parameters approved{who} are invalid: {exc}"
+        broken = policy.violation(decision.action, edited, self.history)
+        if broken:
+            return "PolicyViolation", f"the parameters approved{who} break policy rule {broken}"
+        decision.params = edited
+        row["params"] = canonical_json(edited)
+        return None
 
     def _run_step(self, decision: Decision, step: int, row: dict[str, Any]) -> None:
         spec = get_action(decision.action)
@@ -181,6 +226,10 @@ class RunSession:
                     }
                 )
             row.update(output_hash=artifact.content_hash, summary=canonical_json(artifact.summary()), result_digest=record["result_digest"] if record else digest)
+            unmet = spec.unmet_effect(artifact.kind, artifact.value)
+            if unmet:  # the result stays indexed (it is what the code computed); the run may not build on it
+                row.update(status="failed", error_type="EffectFailed", error_message=unmet)
+                return
             self.artifacts[artifact.kind] = artifact
 
     def _record(self, row: dict[str, Any], clock: float, decision: Decision) -> dict[str, Any]:
@@ -217,6 +266,8 @@ class RunSession:
             "rlam_version": __version__,
             "hostname": socket.gethostname(),
             "pid": os.getpid(),
+            "policy_hash": plan.policy.hash if plan.policy else None,
+            "policy": plan.policy.to_json() if plan.policy else None,
         }
         if event == "end":
             row.update(

@@ -12,13 +12,16 @@ import json
 import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rlam_prefect.actions import registered_actions
 from rlam_prefect.decisions import STOP, InvalidDecision, parse_reply
 from rlam_prefect.hashing import canonical_json
 from rlam_prefect.llm import HEURISTIC_MODEL, LLMReply
 from rlam_prefect.planner_state import PlannerState, build_messages, prompt_hash
+
+if TYPE_CHECKING:
+    from rlam_prefect.policy import Policy
 
 PLANNER_ENV = "RLAM_PLANNER"
 FIXED_PLANNER = "fixed"
@@ -63,8 +66,13 @@ class PlannedDecision:
 
 
 class LLMPlanner:
-    def __init__(self, options: PlannerOptions, pinned: dict[str, dict[str, Any]], call: PlannerCall) -> None:
+    def __init__(
+        self, options: PlannerOptions, pinned: dict[str, dict[str, Any]], call: PlannerCall, policy: Policy | None = None
+    ) -> None:
         self.options = options
+        self.policy = policy
+        # the step budget is the tighter of the planner's and the policy's
+        self.max_steps = min(options.max_steps, policy.max_steps) if policy and policy.max_steps else options.max_steps
         self.pinned = pinned
         self.call = call
         self.failure: str | None = None
@@ -72,7 +80,7 @@ class LLMPlanner:
 
     def plan(self, history: list[dict[str, Any]]) -> PlannedDecision | None:
         """The next decision, or None when the run should end (stop, budget, too many rejections)."""
-        if len(history) >= self.options.max_steps:
+        if len(history) >= self.max_steps:
             return None
         trailing = _trailing_rejections(history)
         if trailing >= self.options.max_rejections:
@@ -83,8 +91,9 @@ class LLMPlanner:
             actions=registered_actions(),
             history=history,
             pinned=self.pinned,
-            max_steps=self.options.max_steps,
+            max_steps=self.max_steps,
             target_accuracy=self.options.target_accuracy,
+            policy=self.policy.to_dict() if self.policy else None,
             rejection=history[-1]["error_message"] if history and history[-1]["status"] == "rejected" else None,
         )
         messages = build_messages(state)

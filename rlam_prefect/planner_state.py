@@ -36,6 +36,7 @@ class PlannerState:
     max_steps: int = 12
     target_accuracy: float = 0.97
     rejection: str | None = None  # why the previous reply was rejected, if it was
+    policy: dict[str, Any] | None = None  # the execution policy's rules (a rejected step names the one broken)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -54,11 +55,14 @@ class PlannerState:
                     "description": spec.description,
                     "needs": sorted(set(spec.input_kinds.values())),
                     "produces": spec.output_kind,
+                    "preconditions": [c.name for c in spec.preconditions],
+                    "effects": [e.name for e in spec.effects],
                     "params_schema": _compact_schema(spec),
                 }
                 for name, spec in sorted(self.actions.items())
             },
             "history": [_history_entry(row) for row in self.history],
+            "policy": self.policy,
             "previous_reply_rejected_because": self.rejection,
         }
 

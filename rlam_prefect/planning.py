@@ -18,6 +18,7 @@ from rlam_prefect.actions import get_action, load_action_modules
 from rlam_prefect.errors import UsageError
 from rlam_prefect.llm import MOCK_ENV
 from rlam_prefect.planner import FIXED_PLANNER, LLMPlanner, PlannerCall, PlannerOptions, default_planner
+from rlam_prefect.policy import Policy, resolve_policy
 from rlam_prefect.trace import TraceStore
 
 
@@ -58,6 +59,10 @@ class RunPlan:
     pin_decisions: bool = False
     inject_failures: tuple[str, ...] = ()
     parent_steps: list[dict[str, Any]] = field(default_factory=list)
+    policy: Policy | None = None  # the execution policy new decisions are checked against
+    parent_policy_hash: str | None = None  # the replayed or forked run's policy hash
+    pre_approved: tuple[str, ...] = ()  # actions (or "all") approved in advance
+    approval_timeout: int = 3600  # seconds a paused approval waits in Prefect
 
     @property
     def fixed(self) -> bool:
@@ -72,7 +77,7 @@ class RunPlan:
         if self.fixed:
             live = FixedOrder(_seed_order(), self.overrides)
         else:
-            live = PlannerDecisions(LLMPlanner(self.planner, self.overrides, call))
+            live = PlannerDecisions(LLMPlanner(self.planner, self.overrides, call, self.policy))
         if self.mode == "fork":
             # steps before K from the trace, then decided afresh: this also completes a run that crashed
             assert self.fork_step is not None
@@ -218,6 +223,57 @@ def prepare_plan(
     fork_step: int | None = None,
     pin_decisions: bool = False,
     inject_failures: Iterable[str] = (),
+    policy: str | Mapping[str, Any] | None = None,
+    approve: Iterable[str] = (),
+    approval_timeout: int | None = None,
+) -> RunPlan:
+    plan = _prepare_plan(
+        store, run_id=run_id, planner=planner, temperature=temperature, seed=seed, max_steps=max_steps,
+        target_accuracy=target_accuracy, overrides=overrides, replay_of=replay_of, fork_of=fork_of,
+        fork_step=fork_step, pin_decisions=pin_decisions, inject_failures=inject_failures,
+    )
+    return _with_policy(store, plan, policy, tuple(dict.fromkeys(approve)), approval_timeout)
+
+
+def _with_policy(
+    store: TraceStore, plan: RunPlan, given: str | Mapping[str, Any] | None, approve: tuple[str, ...], timeout: int | None
+) -> RunPlan:
+    """The policy a run is checked against: given (path, mapping or $RLAM_POLICY), else a parent's recorded one."""
+    parent = store.run(plan.parent_run_id) if plan.parent_run_id else {}
+    parent_json = parent.get("policy")
+    policy = resolve_policy(given)
+    if policy is None and parent_json:
+        policy = Policy.from_json(parent_json)
+    if plan.mode == "replay" and approve:
+        raise UsageError("a replay never asks for approval (recorded approvals are reused); it takes no approve")
+    for action in approve:
+        if action != "all":
+            get_action(action)
+    if timeout is not None and not 1 <= timeout <= 7 * 24 * 3600:
+        raise UsageError(f"approval timeout {timeout} s is out of range 1..604800")
+    plan.policy = policy
+    plan.parent_policy_hash = parent.get("policy_hash")
+    plan.pre_approved = approve
+    if timeout is not None:
+        plan.approval_timeout = timeout
+    return plan
+
+
+def _prepare_plan(
+    store: TraceStore,
+    *,
+    run_id: str | None,
+    planner: str | None,
+    temperature: float | None,
+    seed: int | None,
+    max_steps: int | None,
+    target_accuracy: float | None,
+    overrides: Mapping[str, Mapping[str, Any]] | None,
+    replay_of: str | None,
+    fork_of: str | None,
+    fork_step: int | None,
+    pin_decisions: bool,
+    inject_failures: Iterable[str],
 ) -> RunPlan:
     overrides = {str(a): dict(p) for a, p in (overrides or {}).items()}
     inject = tuple(dict.fromkeys(inject_failures))

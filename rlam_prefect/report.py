@@ -9,6 +9,7 @@ from rlam_prefect.compare import outcome
 from rlam_prefect.trace import TraceStore
 
 _STEP_FIELDS = ("step", "action", "status", "output_hash", "cache_key", "duration_s", "error_type", "error_message", "prefect_task_run_id")
+_APPROVAL_FIELDS = ("approval", "approved_by", "approval_via", "approval_note")
 
 
 def run_report(store: TraceStore, run_id: str) -> dict[str, Any]:
@@ -20,7 +21,7 @@ def run_report(store: TraceStore, run_id: str) -> dict[str, Any]:
         "pipeline": run["pipeline"],
         "mode": run["mode"],
         "planner": run["planner"],
-        "steps": [{k: s.get(k) for k in _STEP_FIELDS} | {"params": json.loads(s["params"] or "{}")} for s in steps],
+        "steps": [_step_entry(s) for s in steps],
         "executed": sum(s["status"] == "executed" for s in steps),
         "cached": sum(s["status"] == "cached" for s in steps),
         "failed": sum(s["status"] == "failed" for s in steps),
@@ -32,13 +33,26 @@ def run_report(store: TraceStore, run_id: str) -> dict[str, Any]:
         "ended_at": _iso(run["ended_at"]),
         "error_message": run["error_message"],
         "trace_dir": str(store.root),
+        "policy_hash": run.get("policy_hash"),
+        "policy": json.loads(run["policy"]) if run.get("policy") else None,
     }
+    if run["mode"] in ("replay", "fork"):
+        parent_hash = store.run(run["parent_run_id"]).get("policy_hash")
+        report.update(parent_policy_hash=parent_hash, policy_differs=parent_hash != run.get("policy_hash"))
     if run["mode"] == "replay":
         original = store.steps(run["parent_run_id"])
         report.update(replay_of=run["parent_run_id"], identical=bool(run["identical"]), differences=_differences(steps, original))
     if run["mode"] == "fork":
         report.update(parent_run_id=run["parent_run_id"], fork_step=run["fork_step"], overrides=json.loads(run["overrides"] or "{}"))
     return report
+
+
+def _step_entry(step: dict[str, Any]) -> dict[str, Any]:
+    entry = {k: step.get(k) for k in _STEP_FIELDS} | {"params": json.loads(step["params"] or "{}")}
+    if step.get("approval"):
+        entry |= {k: step.get(k) for k in _APPROVAL_FIELDS}
+        entry["approval_edits"] = json.loads(step["approval_edits"]) if step.get("approval_edits") else {}
+    return entry
 
 
 def _differences(replayed: list[dict[str, Any]], original: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -84,6 +98,11 @@ def render_step(step: dict[str, Any]) -> str:
     line = f"  {step['step']:>3}  {step['action']:<18} {step['status']:<9} {step.get('duration_s') or 0:7.2f}s  {digest}"
     if step.get("error_message"):
         line += f"  {step.get('error_type')}: {step['error_message']}"
+    elif step.get("approval"):
+        who = f" by {step['approved_by']}" if step.get("approved_by") else ""
+        edits = step.get("approval_edits")
+        edits = json.loads(edits) if isinstance(edits, str) else edits
+        line += f"  {step['approval']}{who} ({step.get('approval_via')})" + (f", edited {_params_text(edits)}" if edits else "")
     return line
 
 
@@ -96,6 +115,11 @@ def render_run(report: dict[str, Any], with_steps: bool = True) -> str:
         if report.get("overrides"):
             header += f" with {_overrides_text(report['overrides'])}"
     lines = [header, *(render_step(s) for s in report["steps"] if with_steps)]
+    if report.get("policy_differs"):
+        parent = report.get("parent_run_id") or report.get("replay_of")
+        lines.append(f"  policy differs from run {parent}'s: {_short(report.get('parent_policy_hash'))} -> {_short(report.get('policy_hash'))}")
+    elif report.get("policy_hash"):
+        lines.append(f"  policy {_short(report['policy_hash'])}")
     lines.append(
         f"  executed {report['executed']}, cached {report['cached']}, failed {report['failed']}, "
         f"rejected {report['rejected']}, llm calls {report['llm_calls']}"
@@ -126,6 +150,14 @@ def render_runs(rows: list[dict[str, Any]]) -> str:
 
 def _overrides_text(overrides: dict[str, dict[str, Any]]) -> str:
     return " ".join(f"{a}.{p}={json.dumps(v)}" for a, params in overrides.items() for p, v in params.items())
+
+
+def _short(policy_hash: str | None) -> str:
+    return policy_hash[7:19] if policy_hash else "none"
+
+
+def _params_text(params: dict[str, Any]) -> str:
+    return " ".join(f"{k}={json.dumps(v)}" for k, v in params.items())
 
 
 def _iso(value: Any) -> str | None:

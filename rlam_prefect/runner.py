@@ -23,6 +23,9 @@ def flow_parameters(plan: RunPlan) -> dict[str, Any]:
         "fork_step": plan.fork_step,
         "pin_decisions": plan.pin_decisions,
         "inject_failures": list(plan.inject_failures) or None,
+        "policy": plan.policy.to_dict() if plan.policy else None,
+        "approve": list(plan.pre_approved) or None,
+        "approval_timeout": plan.approval_timeout,
     }
     if plan.mode != "replay":
         options = plan.planner

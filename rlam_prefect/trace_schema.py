@@ -36,6 +36,8 @@ RUNS = pa.schema(
         ("identical", pa.bool_()),  # replay only: every step's output hash equals the original's
         ("metrics", pa.string()),  # JSON
         ("error_message", pa.string()),
+        ("policy_hash", pa.string()),  # content hash of the execution policy (null: none)
+        ("policy", pa.string()),  # JSON: the policy's rules, canonical form
     ]
 )
 
@@ -62,6 +64,11 @@ STEPS = pa.schema(
         ("reason", pa.string()),
         ("summary", pa.string()),  # JSON: a small description of the output, shown to people and planners
         ("recorded_at", TS),
+        ("approval", pa.string()),  # approved | rejected, for steps the policy gates (null otherwise)
+        ("approved_by", pa.string()),  # the reviewer, when known
+        ("approval_via", pa.string()),  # flag | tty | ui
+        ("approval_edits", pa.string()),  # JSON {param: value} the reviewer changed
+        ("approval_note", pa.string()),
     ]
 )
 

@@ -14,7 +14,7 @@ class AnalyzeParams(BaseModel):
     variance_threshold: float = Field(0.0, ge=0.0, le=1e12, description="features with variance at or below this are flagged")
 
 
-@action
+@action(requires={"dataset": "a dataset is loaded"}, produces="the dataset is analyzed")
 def analyze_data(dataset: Dataset, params: AnalyzeParams) -> Analysis:
     """Per-feature statistics, class balance, missing values and low-variance features."""
     X = dataset.X

@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 
 from rlam_prefect.actions import action
+from rlam_prefect.conditions import Effect, Precondition
 from tasks.artifacts import Metrics, Split, TrainedModel
 
 
@@ -15,7 +16,17 @@ class EvaluateParams(BaseModel):
     f1_average: Literal["macro", "weighted", "micro"] = "macro"
 
 
-@action
+@action(
+    requires={"model": "a fitted model exists", "split": "a preprocessed split exists"},
+    preconditions=[
+        Precondition(
+            "the model was fitted on this split's features",
+            check=lambda model, split: tuple(model.feature_names) == tuple(split.feature_names),
+        )
+    ],
+    produces="held-out metrics exist",
+    effects=[Effect("accuracy is between 0 and 1", check=lambda metrics: 0.0 <= metrics.accuracy <= 1.0)],
+)
 def evaluate_model(model: TrainedModel, split: Split, params: EvaluateParams) -> Metrics:
     """Held-out accuracy, balanced accuracy, F1 (macro by default) and the confusion matrix."""
     from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_matrix, f1_score

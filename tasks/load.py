@@ -18,7 +18,7 @@ class LoadParams(BaseModel):
     name: Literal["breast_cancer", "wine", "digits", "iris"] = "breast_cancer"
 
 
-@action
+@action(produces="a dataset is loaded")
 def load_dataset(params: LoadParams) -> Dataset:
     """Load a bundled scikit-learn classification dataset (Breast Cancer Wisconsin by default)."""
     from sklearn import datasets

@@ -20,7 +20,10 @@ class PreprocessParams(BaseModel):
     stratify: bool = True
 
 
-@action
+@action(
+    requires={"dataset": "a dataset is loaded", "analysis": "the dataset is analyzed"},
+    produces="a preprocessed split exists",
+)
 def preprocess_data(dataset: Dataset, analysis: Analysis, params: PreprocessParams) -> Split:
     """Drop flagged features, split train/test with a recorded seed, scale with training statistics."""
     from sklearn.model_selection import train_test_split

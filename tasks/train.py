@@ -20,7 +20,7 @@ class TrainParams(BaseModel):
     random_state: int = Field(42, ge=0, le=2**32 - 1, description="seed of every randomised estimator")
 
 
-@action
+@action(requires={"split": "a preprocessed split exists"}, produces="a fitted model exists")
 def train_model(split: Split, params: TrainParams) -> TrainedModel:
     """Fit the chosen classifier; every source of randomness is the recorded random_state."""
     if params.model == "logistic_regression":
