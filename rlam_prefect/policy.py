@@ -48,8 +48,8 @@ class Policy:
         known = registered_actions()
         allowed = data.get("allowed_actions")
         if allowed is not None:
-            allowed = tuple(_names(allowed, "allowed_actions", source, known))
-        approval = tuple(_names(data.get("require_approval") or [], "require_approval", source, known, allow_all=True))
+            allowed = tuple(sorted(set(_names(allowed, "allowed_actions", source, known))))
+        approval = tuple(sorted(set(_names(data.get("require_approval") or [], "require_approval", source, known, allow_all=True))))
         retrain = data.get("retrain_action", "train_model")
         if not isinstance(retrain, str) or retrain not in known:
             raise UsageError(f"{source}: retrain_action {retrain!r} is not a known action")
@@ -70,12 +70,12 @@ class Policy:
     def to_dict(self) -> dict[str, Any]:
         """The canonical form: what is hashed, recorded, passed to the flow and shown to the planner."""
         data: dict[str, Any] = {
-            "allowed_actions": sorted(self.allowed_actions) if self.allowed_actions is not None else None,
+            "allowed_actions": list(self.allowed_actions) if self.allowed_actions is not None else None,
             "params": self.params,
             "max_steps": self.max_steps,
             "max_retrains": self.max_retrains,
             "retrain_action": self.retrain_action,
-            "require_approval": sorted(self.require_approval),
+            "require_approval": list(self.require_approval),
         }
         return data
 
