@@ -45,7 +45,7 @@ class HeuristicLLM(CustomLLM):
         temperature = float(optional.get("temperature") or 0.0)
         seed = optional.get("seed")
         state = read_state(messages)
-        candidates = propose(state)
+        candidates = within_policy(propose(state), state)
         choice = _choose(candidates, temperature, seed, canonical_json(state.get("history", [])))
         content = json.dumps(choice)
         prompt_chars = sum(len(str(m.get("content", ""))) for m in messages)
@@ -103,6 +103,49 @@ def propose(state: dict[str, Any]) -> list[tuple[float, dict[str, Any]]]:
         return [(1.0, _reply("stop", {}, "not enough budget left to train and evaluate again"))]
     candidates = _train_candidates(history, pinned, f"accuracy {accuracy} is below the target {target}; try another model")
     return candidates or [(1.0, _reply("stop", {}, "every configuration I know has been tried"))]
+
+
+def within_policy(candidates: list[tuple[float, dict[str, Any]]], state: dict[str, Any]) -> list[tuple[float, dict[str, Any]]]:
+    """The candidates the prompt's execution policy allows, with parameters moved inside its bounds.
+
+    A disallowed action or an exhausted retrain budget drops the candidate; if none is left, stop.
+    """
+    policy = state.get("policy") or {}
+    if not policy:
+        return candidates
+    history = state.get("history", [])
+    allowed = policy.get("allowed_actions")
+    retrain = policy.get("retrain_action")
+    trained = sum(1 for row in history if row["action"] == retrain and row["status"] in ("executed", "cached"))
+    tried = {canonical_json(_training_identity(row.get("params", {}))) for row in history if row["action"] == "train_model"}
+    kept = []
+    for score, reply in candidates:
+        action = reply["action"]
+        if action != "stop":
+            if allowed is not None and action not in allowed:
+                continue
+            if policy.get("max_retrains") is not None and action == retrain and trained > policy["max_retrains"]:
+                continue
+            defaults = {k: v.get("default") for k, v in state.get("actions", {}).get(action, {}).get("params_schema", {}).items()}
+            fitted = _inside(reply["params"], policy.get("params", {}).get(action, {}), defaults)
+            if fitted != reply["params"] and action == "train_model" and canonical_json(_training_identity(fitted)) in tried:
+                continue  # moved onto a configuration already tried
+            reply = {**reply, "params": fitted}
+        kept.append((score, reply))
+    return kept or [(1.0, _reply("stop", {}, "the execution policy allows none of the steps I would take next"))]
+
+
+def _inside(params: dict[str, Any], bounds: dict[str, dict[str, Any]], defaults: dict[str, Any]) -> dict[str, Any]:
+    fitted = dict(params)
+    for name, bound in bounds.items():
+        value = fitted.get(name, defaults.get(name))
+        if "choices" in bound and value not in bound["choices"]:
+            value = bound["choices"][0]
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = min(max(value, bound.get("min", value)), bound.get("max", value))
+        if value != fitted.get(name, defaults.get(name)):
+            fitted[name] = value
+    return fitted
 
 
 def _recover(history: list[dict[str, Any]], last: dict[str, Any], pinned: dict[str, Any]) -> list[tuple[float, dict[str, Any]]]:

@@ -145,3 +145,25 @@ def test_policy_violations_and_unmet_preconditions_are_recorded_rejections(works
     assert fork.code == 1, fork.stderr
     assert f"policy differs from run {run['run_id']}'s" in fork.stdout
     assert "PolicyViolation: policy rule params.train_model.C: 0.5 is above the policy's maximum 0.1" in fork.stdout
+
+
+def test_the_heuristic_planner_keeps_inside_the_policy_it_is_shown():
+    from rlam_prefect.heuristic_model import propose, within_policy
+    from rlam_prefect.planner_state import PlannerState
+    from rlam_prefect.actions import registered_actions
+
+    policy = Policy.from_mapping({"params": {"train_model": {"C": {"max": 0.2}, "model": {"choices": ["logistic_regression", "svm"]}}}, "max_retrains": 0})
+    made = [("load_dataset", "Dataset"), ("analyze_data", "Analysis"), ("preprocess_data", "Split")]
+    history = [{"step": i + 1, "action": a, "status": "executed", "output_kind": k} for i, (a, k) in enumerate(made)]
+
+    def replies(rows):
+        state = json.loads(json.dumps(PlannerState(registered_actions(), rows, policy=policy.to_dict()).as_dict(), default=str))
+        return [reply for _, reply in within_policy(propose(state), state)]
+
+    first = replies(history)
+    assert first and all(r["action"] == "train_model" and policy.violation("train_model", get_action("train_model").validate_params(r["params"]), history) is None for r in first)
+    history += [
+        {"step": 4, "action": "train_model", "status": "executed", "params": json.dumps(first[0]["params"]), "output_kind": "TrainedModel"},
+        {"step": 5, "action": "evaluate_model", "status": "executed", "output_kind": "Metrics", "summary": json.dumps({"accuracy": 0.5})},
+    ]
+    assert [r["action"] for r in replies(history)] == ["stop"]  # below target, but no retrain is allowed
