@@ -184,6 +184,8 @@ def _dispatch(args: argparse.Namespace) -> int:
     planner_options = {
         k: getattr(args, k, None) for k in ("planner", "temperature", "seed", "max_steps", "target_accuracy")
     }
+    if args.command == "run" and args.pipeline in ("script", "lam") and (args.policy or args.approve):
+        raise UsageError(f"--policy and --approve govern the rlam pipeline; the {args.pipeline} pipeline has no engine to enforce them")
     if args.command == "run" and args.pipeline in ("script", "lam"):
         if args.pipeline == "script":
             planner_options["planner"] = "fixed"

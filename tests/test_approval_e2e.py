@@ -78,3 +78,27 @@ def test_a_paused_approval_is_resumed_with_edited_params_and_replays_without_pau
     assert [{k: s.get(k) for k in ("action", "output_hash", "params", "approval", "approved_by", "approval_edits")} for s in replay["steps"]] == [
         {k: s.get(k) for k in ("action", "output_hash", "params", "approval", "approved_by", "approval_edits")} for s in run["steps"]
     ]
+
+
+def test_on_a_terminal_the_gate_is_answered_there(workspace, tmp_path):
+    import getpass
+    import pty
+
+    policy = tmp_path / "rlam-policy.yaml"
+    policy.write_text(POLICY)
+    master, slave = pty.openpty()
+    os.write(master, b"e\nC=0.25\n\n")  # edit C, then finish editing (read line by line when asked)
+    env = {**os.environ, "RLAM_HOME": str(workspace.home.root)}
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "rlam_prefect.cli", "run", "--policy", str(policy), "--json"],
+            stdin=slave, capture_output=True, text=True, env=env, cwd=ROOT, timeout=240,
+        )
+    finally:
+        os.close(slave)
+        os.close(master)
+    assert proc.returncode == 0, proc.stderr
+    assert "step 4 train_model needs approval" in proc.stderr
+    train = next(s for s in json.loads(proc.stdout)["steps"] if s["action"] == "train_model")
+    assert train["params"]["C"] == 0.25 and train["approval_via"] == "tty" and train["approval_edits"] == {"C": 0.25}
+    assert train["approved_by"] == getpass.getuser()
