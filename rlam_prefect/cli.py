@@ -230,9 +230,6 @@ def _server_command(home: Home, args: argparse.Namespace) -> int:
     if args.action == "start":
         server.ensure_server(home)
     elif args.action == "stop":
-        from rlam_prefect import executor
-
-        executor.stop(home)  # it serves this server: stop it first
         stopped = server.stop(home)
         if not args.json:
             print("stopped" if stopped else f"no local server recorded for {home.root}")

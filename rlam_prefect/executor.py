@@ -247,6 +247,14 @@ class _Executor:
         self.children: dict[int, socket.socket] = {}  # child pid -> its client's connection
         self.terminated_at: dict[int, float] = {}
         self.last_activity = time.monotonic()
+        self.server_checked = time.monotonic()
+
+    def _server_alive(self) -> bool:
+        """The managed server this executor serves still runs (state file and supervisor process)."""
+        from rlam_prefect import server
+
+        state = server.read_state(self.home)
+        return bool(state) and state.get("url") == self.api_url and _alive(state.get("supervisor_pid"))
 
     def preload(self) -> None:
         from rlam_prefect.backend import configure
@@ -290,6 +298,11 @@ class _Executor:
                 else:
                     self._client_gone(item)
             self._reap()
+            if self.managed and not self.stopping and time.monotonic() - self.server_checked > 2.0:
+                self.server_checked = time.monotonic()
+                if not self._server_alive():
+                    print("rlam executor: the local Prefect server stopped, stopping", flush=True)
+                    self.stopping = True
             if not self.children and time.monotonic() - self.last_activity > self.idle_s and not self.stopping:
                 print(f"rlam executor: idle for {self.idle_s / 60:g} min, stopping", flush=True)
                 self.stopping = True
