@@ -118,7 +118,9 @@ def test_a_killed_client_interrupts_its_run_and_the_trace_records_it(warm):
         time.sleep(0.2)
         current = store.run(new_id)
     assert current["event"] == "end", "the interrupted run was never closed in the trace"
-    assert current["status"] == "failed" and "KeyboardInterrupt" in (current["error_message"] or ""), current
+    # SIGTERM to the child: Prefect's own handler inside a flow run (TerminationSignal), else KeyboardInterrupt
+    assert current["status"] == "failed", current
+    assert (current["error_message"] or "").startswith(("TerminationSignal", "KeyboardInterrupt")), current
     assert "went away, interrupting" in executor.log_path(space.home).read_text()
     assert executor.status(space.home)["pid"] == pid  # the executor itself carries on
 
