@@ -228,7 +228,10 @@ def _server_command(home: Home, args: argparse.Namespace) -> int:
         print(f"PREFECT_API_URL is set ({os.environ['PREFECT_API_URL']}): rlam uses that server and starts none")
         return 0
     if args.action == "start":
+        from rlam_prefect import executor
+
         server.ensure_server(home)
+        executor.spawn(home, dict(os.environ))  # warm for the first command too (in the background)
     elif args.action == "stop":
         stopped = server.stop(home)
         if not args.json:
