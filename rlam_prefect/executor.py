@@ -139,14 +139,16 @@ def hand_over(home: Home, argv: Sequence[str]) -> int | None:
             "protocol": PROTOCOL,
             "fingerprint": fingerprint(),
             "argv": list(argv),
-            "env": dict(os.environ),
+            "env": {**os.environ, "RLAM_HOME": str(home.root)},
             "cwd": os.getcwd(),
         }
         socket.send_fds(sock, [json.dumps(request).encode() + b"\n"], [0, 1, 2])
+        sock.settimeout(30.0)
         reader = sock.makefile("rb")
         reply = _read_line(reader)
         if not reply or not reply.get("accepted"):
-            return None
+            return None  # nothing was started: the executor forks only after the "go" below
+        sock.sendall(b"go\n")  # the commit point: from here on the command is the executor's
         sock.settimeout(None)  # the command runs as long as it runs
         done = _read_line(reader)
     finally:
@@ -258,7 +260,9 @@ class _Executor:
 
     def preload(self) -> None:
         from rlam_prefect.backend import configure
+        from rlam_prefect.actions import ACTION_MODULES_ENV
 
+        os.environ.pop(ACTION_MODULES_ENV, None)  # a user's own action modules are imported fresh in each child
         self.fingerprint = fingerprint()
         self.managed = not os.environ.get("PREFECT_API_URL")  # else the user's server, given to the client too
         self.api_url = configure(self.home)  # the server exists already: the client just used it
@@ -334,10 +338,12 @@ class _Executor:
                 if refusal.startswith("stale"):
                     self.stopping = True  # a fresh executor is started after the client's command
                 return
+            conn.sendall(json.dumps({"accepted": True}).encode() + b"\n")
+            if conn.recv(3) != b"go\n":  # the client gave up waiting and runs the command itself
+                raise ConnectionError("the client did not confirm")
             pid = os.fork()
             if pid == 0:
                 self._child(request, fds, conn)  # never returns
-            conn.sendall(json.dumps({"accepted": True, "pid": pid}).encode() + b"\n")
             conn.settimeout(None)
             self.children[pid] = conn
             print(f"rlam executor: child {pid} runs rlam {' '.join(request['argv'][:2])}", flush=True)
