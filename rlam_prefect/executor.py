@@ -12,8 +12,9 @@ pipe, and the exit code comes back over the socket.
 
 Rules (the same lifecycle as the managed server): tied to one RLAM_HOME, discoverable
 (``executor.json``), stoppable (``rlam server stop``), stops after RLAM_SERVER_IDLE_MINUTES without
-requests; a client killed mid-command interrupts its child (SIGTERM raises KeyboardInterrupt in
-it, so the run is recorded as interrupted). Any doubt means in-process execution: no executor
+requests and when its server stops; a client killed mid-command interrupts its child (SIGTERM:
+inside a flow run Prefect's handler raises TerminationSignal, elsewhere KeyboardInterrupt), so the
+run is recorded as failed instead of staying "running". Any doubt means in-process execution: no executor
 yet, different project sources or installed packages (the executor then exits and a fresh one
 is started after the command), different PREFECT_*/LITELLM_*/PYTHON* settings, too many
 commands at once, a server that changed. ``RLAM_EXECUTOR=off`` disables it; with PREFECT_API_URL
@@ -142,15 +143,22 @@ def hand_over(home: Home, argv: Sequence[str]) -> int | None:
             "env": {**os.environ, "RLAM_HOME": str(home.root)},
             "cwd": os.getcwd(),
         }
-        socket.send_fds(sock, [json.dumps(request).encode() + b"\n"], [0, 1, 2])
+        try:
+            socket.send_fds(sock, [json.dumps(request).encode() + b"\n"], [0, 1, 2])
+        except OSError:
+            return None  # e.g. a closed stdin: nothing was sent, run it here
         sock.settimeout(30.0)
         reader = sock.makefile("rb")
         reply = _read_line(reader)
         if not reply or not reply.get("accepted"):
             return None  # nothing was started: the executor forks only after the "go" below
-        sock.sendall(b"go\n")  # the commit point: from here on the command is the executor's
-        sock.settimeout(None)  # the command runs as long as it runs
-        done = _read_line(reader)
+        try:
+            sock.sendall(b"go\n")  # the commit point: from here on the command is the executor's
+        except OSError:
+            done = None
+        else:
+            sock.settimeout(None)  # the command runs as long as it runs
+            done = _read_line(reader)
     finally:
         sock.close()
     if done is None or "exit" not in done:
