@@ -50,6 +50,12 @@ EXPECTED: dict[str, tuple[int, int]] = {
     "run_warm_cached": (0, 5),
     "replay_warm": (0, 5),
     "fork_warm": (2, 3),
+    "run_warm_heuristic": (0, 5),
+    "run_warm_cached_inprocess": (0, 5),
+    "run_warm_executes_inprocess": (2, 3),
+    "replay_warm_inprocess": (0, 5),
+    "fork_warm_inprocess": (2, 3),
+    "run_warm_heuristic_inprocess": (0, 5),
 }
 DESCRIPTIONS: dict[str, str] = {
     "script": "rlam run --pipeline script (plain Python, no Prefect)",
@@ -59,14 +65,32 @@ DESCRIPTIONS: dict[str, str] = {
     "run_warm_cached": "rlam run, default params (all 5 steps from cache)",
     "replay_warm": "rlam replay <first run>",
     "fork_warm": "rlam fork <first run> --step 4 --set train_model.C=<new>",
+    "run_warm_heuristic": "rlam run with the default planner (rlam/heuristic through litellm; all steps cached)",
+    "run_warm_cached_inprocess": "as run_warm_cached, RLAM_EXECUTOR=off (everything in the client process)",
+    "run_warm_executes_inprocess": "as run_warm_executes, RLAM_EXECUTOR=off",
+    "replay_warm_inprocess": "as replay_warm, RLAM_EXECUTOR=off",
+    "fork_warm_inprocess": "as fork_warm, RLAM_EXECUTOR=off",
+    "run_warm_heuristic_inprocess": "as run_warm_heuristic, RLAM_EXECUTOR=off (pays import litellm)",
 }
-WARM_ORDER = ("script", "run_warm_cached", "run_warm_executes", "run_warm_preprocess", "replay_warm", "fork_warm")
+WARM_ORDER = (
+    "script", "run_warm_cached", "run_warm_executes", "run_warm_preprocess", "replay_warm", "fork_warm", "run_warm_heuristic",
+    "run_warm_cached_inprocess", "run_warm_executes_inprocess", "replay_warm_inprocess", "fork_warm_inprocess",
+    "run_warm_heuristic_inprocess",
+)
 TABLE_ORDER = ("script", "run_cold", *WARM_ORDER[1:])
+# Scenario -> environment changes (None removes the variable): the in-process variants switch the
+# warm executor off, the heuristic ones use the project's default planner instead of RLAM_PLANNER.
+SCENARIO_ENV: dict[str, dict[str, str | None]] = {
+    "run_warm_heuristic": {"RLAM_PLANNER": None},
+    "run_warm_heuristic_inprocess": {"RLAM_PLANNER": None, "RLAM_EXECUTOR": "off"},
+    **{name: {"RLAM_EXECUTOR": "off"} for name in WARM_ORDER if name.endswith("_inprocess") and "heuristic" not in name},
+}
 IMPORTS: dict[str, str] = {
     "python_startup": "pass",
     "import_prefect": "import prefect",
     "import_sklearn_linear_model": "import sklearn.linear_model",
     "import_rlam_prefect_cli": "import rlam_prefect.cli",
+    "executor_client": "import rlam_prefect.cli, rlam_prefect.executor as e; e.fingerprint()",
 }
 
 
@@ -137,7 +161,13 @@ class Recorder:
     planners_seen: set[str] = field(default_factory=set)
 
     def rlam(self, scenario: str, args: Sequence[str], home: Path) -> dict[str, Any] | None:
-        result = timed_run([*rlam_command(), *args], self.policy.env(home))
+        env = self.policy.env(home)
+        for name, value in SCENARIO_ENV.get(scenario, {}).items():
+            if value is None:
+                env.pop(name, None)
+            else:
+                env[name] = value
+        result = timed_run([*rlam_command(), *args], env)
         self.samples.setdefault(scenario, []).append(result.seconds)
         return self._check(scenario, args, result)
 
@@ -187,6 +217,12 @@ def warm_args(scenario: str, i: int, first_run: str) -> list[str]:
     return {
         "script": ["run", "--pipeline", "script", "--json"],
         "run_warm_cached": ["run", "--json"],
+        "run_warm_cached_inprocess": ["run", "--json"],
+        "run_warm_heuristic": ["run", "--json"],
+        "run_warm_heuristic_inprocess": ["run", "--json"],
+        "run_warm_executes_inprocess": ["run", "--set", f"train_model.C={30.0 + i:.1f}", "--json"],
+        "replay_warm_inprocess": ["replay", first_run, "--json"],
+        "fork_warm_inprocess": ["fork", first_run, "--step", "4", "--set", f"train_model.C={0.55 + 0.01 * i:.2f}", "--json"],
         "run_warm_executes": ["run", "--set", f"train_model.C={2.0 + i:.1f}", "--json"],
         "run_warm_preprocess": ["run", "--set", f"preprocess_data.random_state={1000 + i}", "--json"],
         "replay_warm": ["replay", first_run, "--json"],
@@ -200,6 +236,94 @@ def warm_rounds(rec: Recorder, home: Path, first_run: str, repeats: int) -> None
         log(f"warm round {i + 1}/{repeats}")
         for scenario in WARM_ORDER:
             rec.rlam(scenario, warm_args(scenario, i, first_run), home)
+
+
+def wait_for_executor(home: Path, timeout: float = 300.0) -> dict[str, Any]:
+    """The first run starts the home's warm executor in the background; warm samples start once it listens."""
+    start = time.perf_counter()
+    state_file, sock = home / "prefect" / "executor.json", home / "prefect" / "executor.sock"
+    while time.perf_counter() - start < timeout:
+        if state_file.exists() and sock.exists():
+            state = json.loads(state_file.read_text())
+            return {"ready_after_s": round(time.perf_counter() - start, 3), "preload_s": state.get("preload_s"), "pid": state.get("pid")}
+        time.sleep(0.2)
+    return {"ready_after_s": None, "preload_s": None, "pid": None}
+
+
+def executor_commands(home: Path) -> int:
+    """How many commands the executor ran (one log line each): proves the warm samples went through it."""
+    try:
+        return sum(" runs rlam " in line for line in (home / "prefect" / "executor.log").read_text().splitlines())
+    except FileNotFoundError:
+        return 0
+
+
+def phases_child(home_dir: Path, run_id: str, out: Path) -> None:
+    """One in-process replay split into phases: imports, server connect, flow call (tasks, trace I/O, engine)."""
+    t0 = time.perf_counter()
+    from rlam_prefect.backend import configure
+    from rlam_prefect.home import Home
+    from rlam_prefect.trace import TraceStore
+
+    marks = {"import_rlam": time.perf_counter() - t0}
+    os.environ["RLAM_HOME"] = str(home_dir)
+    t = time.perf_counter()
+    configure(Home(home_dir))  # health check of this home's running server
+    marks["server_connect"] = time.perf_counter() - t
+    t = time.perf_counter()
+    import prefect  # noqa: F401
+
+    marks["import_prefect"] = time.perf_counter() - t
+    t = time.perf_counter()
+    from flows.rlam_flow import rlam_flow
+    from rlam_prefect.engine import add_step_listener
+
+    marks["import_flow_and_engine"] = time.perf_counter() - t
+    t = time.perf_counter()
+    import sklearn.linear_model  # noqa: F401  (unpickling the cached estimator needs it)
+
+    marks["import_sklearn"] = time.perf_counter() - t
+    io = {"s": 0.0, "depth": 0}
+
+    def timed(fn: Callable[..., Any]) -> Callable[..., Any]:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            io["depth"] += 1
+            start = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                io["depth"] -= 1
+                if io["depth"] == 0:
+                    io["s"] += time.perf_counter() - start
+        return wrapper
+
+    for name in ("append", "_read_partition", "runs"):  # bench-only timers around the one trace reader/writer
+        setattr(TraceStore, name, timed(getattr(TraceStore, name)))
+    rows: list[dict[str, Any]] = []
+    add_step_listener(rows.append)
+    t = time.perf_counter()
+    asyncio.run(rlam_flow(replay_of=run_id))
+    marks["flow_call"] = time.perf_counter() - t
+    marks["tasks"] = sum(r["duration_s"] for r in rows)
+    marks["trace_io"] = io["s"]
+    marks["flow_engine_rest"] = marks["flow_call"] - marks["tasks"] - marks["trace_io"]
+    marks["total_in_process"] = time.perf_counter() - t0
+    out.write_text(json.dumps(marks))
+
+
+def phase_breakdown(policy: EnvPolicy, home: Path, run_id: str, repeats: int, scratch: Path) -> dict[str, Any]:
+    """Medians of ``repeats`` phases children (fresh processes) against the warm home."""
+    samples: dict[str, list[float]] = {}
+    env = {**policy.env(home), "RLAM_EXECUTOR": "off"}
+    for i in range(repeats):
+        out = scratch / f"phases-{i}.json"
+        proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--phases-child", str(home), run_id, str(out)],
+                              env=env, cwd=ROOT, capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT_S)
+        if proc.returncode != 0:
+            raise RuntimeError(f"phases child failed: {proc.stderr[-2000:]}")
+        for name, value in json.loads(out.read_text()).items():
+            samples.setdefault(name, []).append(value)
+    return {name: summarize(values) for name, values in samples.items()}
 
 
 def import_breakdown(policy: EnvPolicy, repeats: int, prefect_home: Path) -> dict[str, Any]:
@@ -358,7 +482,7 @@ def server_processes(marker: str | None = None) -> list[dict[str, Any]]:
             environ = (proc / "environ").read_bytes().decode(errors="replace") if marker else ""
         except OSError:
             continue
-        if ("prefect server start" in cmdline or "rlam_prefect.server" in cmdline) and (marker is None or marker in environ):
+        if ("prefect server start" in cmdline or "rlam_prefect.server" in cmdline or "rlam_prefect.executor" in cmdline) and (marker is None or marker in environ):
             found.append({"pid": int(proc.name), "cmdline": cmdline})
     return found
 
@@ -455,6 +579,7 @@ def render_markdown(results: dict[str, Any]) -> str:
     for name in TABLE_ORDER:
         s = results["scenarios"][name]
         lines.append(f"| `{name}` | {DESCRIPTIONS[name]} | {s['n']} | {s['median_s']:.3f} | {s['min_s']:.3f} | {s['max_s']:.3f} | {s['ratio_to_script']:.2f} |")
+    lines += render_targets(results) + render_phases(results)
     lines += render_overhead(results["overhead"]) + render_breakdown(results) + render_checks(results)
     lines += ["", "## What the numbers mean", "", *notes(results), "", "## Raw JSON", "", "```json", json.dumps(results, indent=2), "```", ""]
     return "\n".join(lines)
@@ -491,14 +616,67 @@ def render_overhead(overhead: dict[str, Any]) -> list[str]:
     return lines
 
 
+TARGETS = (("run_warm_cached", "run_warm_cached_inprocess"), ("run_warm_executes", "run_warm_executes_inprocess"),
+           ("replay_warm", "replay_warm_inprocess"), ("fork_warm", "fork_warm_inprocess"),
+           ("run_warm_heuristic", "run_warm_heuristic_inprocess"))
+TARGET_RATIO = 1.7
+
+
+def render_targets(results: dict[str, Any]) -> list[str]:
+    s, ex = results["scenarios"], results["executor"]
+    lines = [
+        "", f"## Issue 9 target: warm commands at most {TARGET_RATIO}x the Script pipeline (this run)", "",
+        "| command | through the warm executor | ratio | in-process (RLAM_EXECUTOR=off) | ratio | target met (executor) |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
+    for warm, inproc in TARGETS:
+        a, b = s[warm], s[inproc]
+        lines.append(f"| `{warm}` | {a['median_s']:.3f} s | {a['ratio_to_script']:.2f} | {b['median_s']:.3f} s | {b['ratio_to_script']:.2f} | "
+                     f"{'yes' if a['ratio_to_script'] <= TARGET_RATIO else 'NO'} |")
+    lines += [
+        "",
+        f"Executor: ready {ex['ready_after_s']} s after the first run returned (preload {ex['preload_s']} s, in the background); "
+        f"it ran {ex['commands_served']} commands (expected {ex['expected_served']}: every warm sample not marked in-process); "
+        f"pid {ex['pid']} at start, {ex['pid_at_end']} at end.",
+    ]
+    return lines
+
+
+PHASE_LABELS = {
+    "import_rlam": "import rlam_prefect (trace, backend)",
+    "server_connect": "server connect (health check of the running home server)",
+    "import_prefect": "import prefect",
+    "import_flow_and_engine": "import the flow, engine, planner modules",
+    "import_sklearn": "import scikit-learn (cached estimators unpickle into it)",
+    "flow_call": "flow call (replay of 5 cached steps)",
+    "tasks": "  of which: the 5 steps (verify + Prefect task run + cache read)",
+    "trace_io": "  of which: trace reads and writes (Parquet)",
+    "flow_engine_rest": "  of which: flow engine, plan, teardown (the rest)",
+    "total_in_process": "total inside the process (without interpreter start-up and CLI report)",
+}
+
+
+def render_phases(results: dict[str, Any]) -> list[str]:
+    lines = [
+        "", "## Where an in-process warm replay spends its time (fresh process each, medians)", "",
+        "The same replay as `replay_warm_inprocess`, timed phase by phase inside the process (`--phases-child`); "
+        "the warm executor pays only the flow call per command, because it imports everything once.", "",
+        "| phase | median s | min s |", "|---|---:|---:|",
+    ]
+    for name, label in PHASE_LABELS.items():
+        p = results["phases"][name]
+        lines.append(f"| {label} | {p['median_s']:.3f} | {p['min_s']:.3f} |")
+    return lines
+
+
 def render_breakdown(results: dict[str, Any]) -> list[str]:
     lines = ["", "## Fixed per-process costs (fresh `python -c`, wall time)", "", "| command | median s | min s |", "|---|---:|---:|"]
     for entry in results["breakdown"].values():
         lines.append(f"| `{entry['command']}` | {entry['median_s']:.3f} | {entry['min_s']:.3f} |")
-    warm = results["scenarios"]["run_warm_cached"]["median_s"]
+    warm = results["scenarios"]["run_warm_cached_inprocess"]["median_s"]
     lines += [
         "",
-        f"A warm, fully cached `rlam run` takes {warm:.3f} s (median). Minus the `import prefect` process and the extra "
+        f"A warm, fully cached `rlam run` without the executor takes {warm:.3f} s (median). Minus the `import prefect` process and the extra "
         f"cost of importing scikit-learn (its time minus bare start-up), roughly {results['breakdown_rough_remainder_s']:.3f} s "
         "remain for everything else (flow and task runs against the server, trace and result I/O, flow teardown). "
         "Import costs overlap (numpy, pydantic), so this split is an estimate.",
@@ -529,14 +707,13 @@ def notes(results: dict[str, Any]) -> list[str]:
         "- Wall time on this one machine from a single bench run; min and max are shown so the noise can be judged. Nothing here is a guarantee.",
         f"- `script` ({s['script']['median_s']:.2f} s) is the floor: interpreter start-up, imports and the five scikit-learn actions, without Prefect. "
         "Each ratio divides a scenario's median by the script median of this same run.",
-        f"- Every Prefect-backed command additionally pays `import prefect` ({b['import_prefect']['median_s']:.2f} s as a bare process), "
-        "the flow run's round trips to the server and its teardown. "
-        + (
-            f"A warm run whose five steps all come from cache ({s['run_warm_cached']['median_s']:.2f} s) is slower than the script: "
-            "this workload's actions are cheap, so skipping them saves less than these fixed costs."
-            if s["run_warm_cached"]["median_s"] > s["script"]["median_s"]
-            else f"A warm fully cached run ({s['run_warm_cached']['median_s']:.2f} s) is at or below the script time."
-        ),
+        f"- In-process (RLAM_EXECUTOR=off), every Prefect-backed command pays `import prefect` ({b['import_prefect']['median_s']:.2f} s as a bare process), "
+        "scikit-learn (cached estimators unpickle into it), the flow run's round trips to the server and its teardown: "
+        f"a fully cached run takes {s['run_warm_cached_inprocess']['median_s']:.2f} s. Through the warm executor the client process "
+        f"only imports the CLI and hands its command over ({b['executor_client']['median_s']:.3f} s as a bare process); the forked "
+        f"child starts with everything imported, so a fully cached run takes {s['run_warm_cached']['median_s']:.2f} s.",
+        f"- The default planner (rlam/heuristic through litellm): {s['run_warm_heuristic']['median_s']:.2f} s through the executor "
+        f"(litellm preloaded), {s['run_warm_heuristic_inprocess']['median_s']:.2f} s in-process (pays `import litellm`).",
         f"- Both flows in the overhead section are `async def` with synchronous bodies. Prefect {results['versions']['prefect']}'s sync engine "
         "joins its heartbeat thread at exit, and that thread sleeps in 1 s slices (`_send_heartbeats` in prefect/flow_engine.py), which adds "
         "up to 1 s to every sync flow call and would hide the layer's cost. "
@@ -561,6 +738,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--planner", default="fixed", help="RLAM_PLANNER for every child ('default' = the project's own default)")
     parser.add_argument("--results", type=Path, default=BENCH_DIR / "RESULTS.md", help="where to write the Markdown report")
     parser.add_argument("--keep-homes", action="store_true", help="keep the temporary RLAM_HOMEs for inspection")
+    parser.add_argument("--phases-child", nargs=3, metavar=("HOME", "RUN_ID", "OUT"), help=argparse.SUPPRESS)
     parser.add_argument("--overhead-child", nargs=4, metavar=("SERVER_HOME", "STATE_ROOT", "REPEATS", "OUT"), help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -572,7 +750,16 @@ def run_benchmark(policy: EnvPolicy, repeats: int, tmp_root: Path) -> dict[str, 
     timed_run([*rlam_command(), "run", "--pipeline", "script", "--json"], policy.env(tmp_root / "warmup-home"))
     log("run_cold: first rlam run in a fresh RLAM_HOME")
     first_run = run_cold(rec, tmp_root / "cli-home")
+    log("waiting for the warm executor the first run started")
+    executor = wait_for_executor(tmp_root / "cli-home")
+    log(f"executor: {executor}")
     warm_rounds(rec, tmp_root / "cli-home", first_run, repeats)
+    executor["commands_served"] = executor_commands(tmp_root / "cli-home")
+    executor["expected_served"] = repeats * sum(1 for n in WARM_ORDER if n != "script" and not n.endswith("_inprocess"))
+    end_state = tmp_root / "cli-home" / "prefect" / "executor.json"
+    executor["pid_at_end"] = json.loads(end_state.read_text()).get("pid") if end_state.exists() else None
+    log("phases of an in-process replay")
+    phases = phase_breakdown(policy, tmp_root / "cli-home", first_run, repeats, tmp_root)
     log("in-process overhead: plain Prefect flow vs R-LAM flow")
     overhead = measure_overhead(policy, tmp_root / "overhead-server-home", tmp_root / "overhead-state", repeats)
     log("breakdown: python start-up and imports")
@@ -580,12 +767,14 @@ def run_benchmark(policy: EnvPolicy, repeats: int, tmp_root: Path) -> dict[str, 
     scenarios = {name: summarize(rec.samples[name]) for name in TABLE_ORDER}
     add_ratios(scenarios)
     rough = (
-        scenarios["run_warm_cached"]["median_s"]
+        scenarios["run_warm_cached_inprocess"]["median_s"]
         - breakdown["import_prefect"]["median_s"]
         - (breakdown["import_sklearn_linear_model"]["median_s"] - breakdown["python_startup"]["median_s"])
     )
     return {
         "first_run_id": first_run,
+        "executor": executor,
+        "phases": phases,
         "scenarios": scenarios,
         "overhead": overhead,
         "breakdown": breakdown,
@@ -597,6 +786,10 @@ def run_benchmark(policy: EnvPolicy, repeats: int, tmp_root: Path) -> dict[str, 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.phases_child:
+        home, run_id, out = args.phases_child
+        phases_child(Path(home), run_id, Path(out))
+        return 0
     if args.overhead_child:
         server_home, state_root, n, out = args.overhead_child
         overhead_child(Path(server_home), Path(state_root), int(n), Path(out))

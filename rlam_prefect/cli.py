@@ -111,10 +111,22 @@ def _policy_arguments(parser: argparse.ArgumentParser) -> None:
                         help="how long a step paused for approval in Prefect waits (default 3600)")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, executor_child: bool = False) -> int:
     try:
+        environ = dict(os.environ)  # before backend.configure points it at the managed server
+        argv = list(sys.argv[1:] if argv is None else argv)
         args = build_parser().parse_args(argv)
-        return _dispatch(args)
+        warm = _flow_command(args) and not executor_child
+        if warm:
+            from rlam_prefect import executor
+
+            code = executor.hand_over(Home.from_env(), argv)  # None: run it here
+            if code is not None:
+                return code
+        code = _dispatch(args)
+        if warm and "prefect" in sys.modules:  # it ran a flow, so the server is up: warm up for next time
+            executor.spawn(Home.from_env(), environ)
+        return code
     except RLamError as exc:
         print(f"rlam: error: {exc}", file=sys.stderr)
         return exc.exit_code
@@ -124,6 +136,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into `head` and the like
         sys.stderr.close()
         return 0
+
+
+def _flow_command(args: argparse.Namespace) -> bool:
+    """Commands that run a Prefect flow: the ones a warm executor (executor.py) can take over."""
+    return args.command in ("replay", "fork") or (args.command == "run" and args.pipeline == "rlam")
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -236,18 +253,28 @@ def _server_command(home: Home, args: argparse.Namespace) -> int:
     from rlam_prefect import server
 
     if os.environ.get("PREFECT_API_URL"):
+        if args.action == "stop":
+            from rlam_prefect import executor
+
+            executor.stop(home)  # only started there with RLAM_EXECUTOR=on
         print(f"PREFECT_API_URL is set ({os.environ['PREFECT_API_URL']}): rlam uses that server and starts none")
         return 0
     if args.action == "start":
+        from rlam_prefect import executor
+
         server.ensure_server(home)
+        executor.spawn(home, dict(os.environ))  # warm for the first command too (in the background)
     elif args.action == "stop":
         stopped = server.stop(home)
         if not args.json:
             print("stopped" if stopped else f"no local server recorded for {home.root}")
         if not args.json:
             return 0
-    info = server.status(home)
-    _emit(info, args.json, lambda i: f"{'running' if i['running'] else 'not running'}: {i.get('url', '-')} (RLAM_HOME {i['home']}, log {server.log_path(home)})")
+    from rlam_prefect import executor
+
+    info = {**server.status(home), "executor": executor.status(home)}
+    _emit(info, args.json, lambda i: f"{'running' if i['running'] else 'not running'}: {i.get('url', '-')} (RLAM_HOME {i['home']}, log {server.log_path(home)})"
+          + f"\nexecutor: {'running, pid ' + str(i['executor']['pid']) if i['executor']['running'] else 'not running'} (log {executor.log_path(home)})")
     return 0
 
 

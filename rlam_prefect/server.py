@@ -98,6 +98,9 @@ def ensure_server(home: Home) -> str:
 
 
 def stop(home: Home) -> bool:
+    from rlam_prefect import executor
+
+    executor.stop(home)  # it serves this server (executor.py)
     state = read_state(home)
     if not state:
         return False

@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _env(home: Home, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    return {**env, "RLAM_HOME": str(home.root), **extra}
+    return {**env, "RLAM_HOME": str(home.root), "RLAM_EXECUTOR": "off", **extra}  # the executor: test_executor.py
 
 
 def _rlam(home: Home, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:

@@ -1,0 +1,175 @@
+"""The warm executor (rlam_prefect/executor.py): reused, restarted when stale, stopped, a killed
+client interrupts its run, and any doubt means the command runs in-process.
+
+One executor serves this module's home against the session server (RLAM_EXECUTOR=on, since
+PREFECT_API_URL is set). Whether a command went through it is read from the executor's log.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from rlam_prefect import executor
+from rlam_prefect.home import Home
+from rlam_prefect.trace import TraceStore
+from tests.conftest import ROOT, Workspace
+
+ON = {"RLAM_EXECUTOR": "on", "RLAM_PLANNER": "fixed"}
+
+
+def _served(home: Home) -> list[str]:
+    """The commands the executor ran, in order (one log line each)."""
+    try:
+        lines = executor.log_path(home).read_text().splitlines()
+    except FileNotFoundError:
+        return []
+    return [line.split(" runs rlam ", 1)[1] for line in lines if " runs rlam " in line]
+
+
+def _wait_ready(home: Home, not_pid: int | None = None, timeout: float = 180.0) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        info = executor.status(home)
+        if info["running"] and info["pid"] != not_pid:
+            return int(info["pid"])
+        time.sleep(0.2)
+    raise AssertionError(f"no executor became ready; log:\n{executor.log_path(home).read_text()}")
+
+
+def _alive(pid: int) -> bool:
+    return executor._alive(pid)
+
+
+@pytest.fixture(scope="module")
+def warm(prefect_api_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Workspace, str, int]]:
+    """A home with one recorded run, its executor started by that run and ready."""
+    space = Workspace(Home(tmp_path_factory.mktemp("executor") / "home"))
+    first = space.rlam("run", "--json", extra_env=ON)
+    assert first.code == 0, first.stderr
+    assert _served(space.home) == []  # the first command ran in-process and then started the executor
+    pid = _wait_ready(space.home)
+    yield space, first.json["run_id"], pid
+    executor.stop(space.home)
+
+
+def test_reuse_one_executor_serves_later_commands_with_the_same_outcome(warm):
+    space, run_id, pid = warm
+    replay = space.rlam("replay", run_id, "--json", extra_env=ON)
+    assert replay.code == 0, replay.stderr
+    assert (replay.json["status"], replay.json["executed"], replay.json["cached"]) == ("completed", 0, 5)
+    fork = space.rlam("fork", run_id, "--step", "4", "--set", "train_model.C=0.33", "--json", extra_env=ON)
+    assert fork.code == 0, fork.stderr
+    assert (fork.json["executed"], fork.json["cached"]) == (2, 3)
+    bad = space.rlam("replay", "no-such-run", extra_env=ON)  # user errors: the same one line and exit code
+    assert bad.code == 2 and bad.stderr.strip().startswith("rlam: error: unknown run"), bad.stderr
+    assert _served(space.home)[-3:] == [f"replay {run_id}", f"fork {run_id}", "replay no-such-run"]
+    assert executor.status(space.home)["pid"] == pid  # the same process served all three
+    runs = TraceStore(space.home)
+    assert runs.resolve_run_id(fork.json["run_id"]) == fork.json["run_id"]
+
+
+def test_disabled_or_other_settings_run_in_process(warm):
+    space, run_id, pid = warm
+    before = len(_served(space.home))
+    off = space.rlam("replay", run_id, "--json", extra_env={**ON, "RLAM_EXECUTOR": "off"})
+    assert off.code == 0 and off.json["cached"] == 5, off.stderr
+    auto = space.rlam("replay", run_id, "--json", extra_env={"RLAM_EXECUTOR": "auto"})  # PREFECT_API_URL set: off
+    assert auto.code == 0 and auto.json["cached"] == 5, auto.stderr
+    assert len(_served(space.home)) == before
+    assert executor.status(space.home)["pid"] == pid
+
+
+def test_a_killed_client_interrupts_its_run_and_the_trace_records_it(warm):
+    space, run_id, _ = warm
+    pid = _wait_ready(space.home)
+    before = len(_served(space.home))
+    env = {
+        **os.environ, **ON, "RLAM_HOME": str(space.home.root),
+        # the planner's call waits out a 120 s timeout: the run is surely in flight when the client dies
+        "RLAM_PLANNER_MOCK_RESPONSE": "litellm.Timeout", "RLAM_PLANNER_TIMEOUT": "120",
+    }
+    client = subprocess.Popen(
+        [sys.executable, "-m", "rlam_prefect.cli", "run", "--planner", "openai/gpt-4o-mini", "--json"],
+        env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    store = TraceStore(space.home)
+    known = {r["run_id"] for r in store.runs()}
+    deadline = time.monotonic() + 120
+    new: set[str] = set()
+    while not new and time.monotonic() < deadline:
+        time.sleep(0.2)
+        new = {r["run_id"] for r in store.runs()} - known
+    assert new, "the handed-over run was never recorded"
+    assert len(_served(space.home)) == before + 1
+    client.kill()
+    client.wait()
+    (new_id,) = new
+    deadline = time.monotonic() + 90
+    current = store.run(new_id)
+    while current["event"] != "end" and time.monotonic() < deadline:
+        time.sleep(0.2)
+        current = store.run(new_id)
+    assert current["event"] == "end", "the interrupted run was never closed in the trace"
+    # SIGTERM to the child: Prefect's own handler inside a flow run (TerminationSignal), else KeyboardInterrupt
+    assert current["status"] == "failed", current
+    assert (current["error_message"] or "").startswith(("TerminationSignal", "KeyboardInterrupt")), current
+    assert "went away, interrupting" in executor.log_path(space.home).read_text()
+    assert executor.status(space.home)["pid"] == pid  # the executor itself carries on
+
+
+def test_fingerprint_follows_project_sources():
+    source = Path(executor.__file__).with_name("__init__.py")
+    st = source.stat()
+    before = executor.fingerprint()
+    try:
+        os.utime(source, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+        assert executor.fingerprint() != before
+    finally:
+        os.utime(source, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert executor.fingerprint() == before
+    assert executor.fingerprint({**os.environ, "PREFECT_LOGGING_COLORS": "x"}) != before
+    assert executor.fingerprint({**os.environ, "RLAM_PLANNER": "x"}) == before  # read per command, not at import
+
+
+def test_stale_settings_restart_it_and_a_dead_executor_falls_back(warm):
+    space, run_id, pid = warm
+    before = len(_served(space.home))
+    # a setting Prefect reads at import time differs: refused, run in-process, the old executor exits
+    stale = space.rlam("replay", run_id, "--json", extra_env={**ON, "PREFECT_LOGGING_COLORS": "false"})
+    assert stale.code == 0 and stale.json["cached"] == 5, stale.stderr
+    assert len(_served(space.home)) == before
+    assert "refused (stale" in executor.log_path(space.home).read_text()
+    new_pid = _wait_ready(space.home, not_pid=pid)  # ...and the command started a fresh one
+    assert not _alive(pid)
+    # kill -9 the executor: its socket file stays behind, nobody listens; the client runs in-process
+    os.kill(new_pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while _alive(new_pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert executor.socket_path(space.home).exists()
+    fallback = space.rlam("replay", run_id, "--json", extra_env={**ON, "PREFECT_LOGGING_COLORS": "false"})
+    assert fallback.code == 0 and fallback.json["cached"] == 5, fallback.stderr
+    assert len(_served(space.home)) == before
+    third = _wait_ready(space.home, not_pid=new_pid)
+    again = space.rlam("replay", run_id, "--json", extra_env={**ON, "PREFECT_LOGGING_COLORS": "false"})
+    assert again.code == 0 and again.json["cached"] == 5, again.stderr
+    assert _served(space.home)[-1] == f"replay {run_id}"
+    assert executor.status(space.home)["pid"] == third
+
+
+def test_stop_ends_it_and_removes_its_files(warm):
+    space, _, _ = warm
+    pid = _wait_ready(space.home)
+    stopped = space.rlam("server", "stop", extra_env=ON)
+    assert stopped.code == 0, stopped.stderr
+    assert not _alive(pid)
+    assert not executor.state_path(space.home).exists() and not executor.socket_path(space.home).exists()
+    assert executor.status(space.home) == {"running": False}
