@@ -131,15 +131,20 @@ def test_table_shows_each_fork_with_its_metrics(swept: tuple[Workspace, dict[str
         assert f"{fork['metrics']['accuracy']:.4f}" in line
 
 
-def test_sweeping_again_executes_nothing(swept: tuple[Workspace, dict[str, Any], dict[str, Any]]) -> None:
+def test_sweeping_again_executes_nothing_and_a_damaged_result_fails_only_its_fork(swept: tuple[Workspace, dict[str, Any], dict[str, Any]]) -> None:
     workspace, parent, first = swept
-    result = workspace.rlam("sweep", parent["run_id"], "--step", "4", "--grid", "train_model.C=0.1,10", "--workers", "1")
-    assert result.code == 0, result.stderr
-    rows = {line.split()[0]: line.split() for line in result.stdout.splitlines()[2:]}
-    assert set(rows) == {"train_model.C=0.1", "train_model.C=10"}
-    assert all(row[3:5] == ["0", "5"] for row in rows.values())
     by_c = {f["point"]["train_model.C"]: f for f in first["forks"]}
-    assert rows["train_model.C=10"][5] == f"{by_c[10]['metrics']['accuracy']:.4f}"
+    damaged_key = TraceStore(workspace.home).steps(by_c[10]["run_id"])[3]["cache_key"]
+    with open(workspace.home.result_data / damaged_key, "ab") as handle:  # C=10's trained model
+        handle.write(b"x")
+    result = workspace.rlam("sweep", parent["run_id"], "--step", "4", "--grid", "train_model.C=0.1,10", "--workers", "1")
+    assert result.code == 1, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].split()[2] == "failed"
+    assert lines[2].split()[:5] == ["train_model.C=0.1", lines[2].split()[1], "completed", "0", "5"]  # all from cache
+    assert lines[2].split()[5] == f"{by_c[0.1]['metrics']['accuracy']:.4f}"
+    assert lines[3].split()[0] == "train_model.C=10" and lines[3].split()[2:5] == ["failed", "0", "3"]
+    assert lines[4].startswith("      error: step 4 train_model:") and damaged_key in lines[4] and "does not match the digest" in lines[4]
 
 
 def test_sweep_code_is_imported_only_by_the_sweep_command() -> None:
