@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("run_id")
     sweep.add_argument("--step", type=int, required=True, metavar="K")
     sweep.add_argument("--grid", action="append", default=[], metavar="ACTION.PARAM=V1,V2,...", help="repeat for a cartesian product")
-    sweep.add_argument("--workers", type=int, default=None, help="local Dask worker processes (default: one per fork, at most the CPU count)")
+    sweep.add_argument("--workers", type=int, default=None, metavar="N", help="local Dask worker processes (default: one per fork, at most the CPU count)")
     sweep.add_argument("--address", default=None, metavar="SCHEDULER", help="an existing Dask scheduler, e.g. tcp://10.0.0.5:8786")
     sweep.add_argument("--pin-decisions", action="store_true", help="keep the parent's plan in every fork")
     sweep.add_argument("--json", action="store_true")
