@@ -52,6 +52,15 @@ def build_parser() -> argparse.ArgumentParser:
     _policy_arguments(fork)
     fork.add_argument("--json", action="store_true")
 
+    sweep = sub.add_parser("sweep", help="one fork from step K per grid point, in parallel on a Dask cluster")
+    sweep.add_argument("run_id")
+    sweep.add_argument("--step", type=int, required=True, metavar="K")
+    sweep.add_argument("--grid", action="append", default=[], metavar="ACTION.PARAM=V1,V2,...", help="repeat for a cartesian product")
+    sweep.add_argument("--workers", type=int, default=None, metavar="N", help="local Dask worker processes (default: one per fork, at most the CPU count)")
+    sweep.add_argument("--address", default=None, metavar="SCHEDULER", help="an existing Dask scheduler, e.g. tcp://10.0.0.5:8786")
+    sweep.add_argument("--pin-decisions", action="store_true", help="keep the parent's plan in every fork")
+    sweep.add_argument("--json", action="store_true")
+
     runs = sub.add_parser("runs", help="list recorded runs, newest first")
     runs.add_argument("--limit", type=int, default=None)
     runs.add_argument("--json", action="store_true")
@@ -208,6 +217,13 @@ def _dispatch(args: argparse.Namespace) -> int:
         report = run_report(store, store.resolve_run_id(args.run_id))
         _emit(report, args.json, render_run)
         return 0
+    if args.command == "sweep":
+        from rlam_prefect import sweep
+
+        plan = sweep.plan_sweep(store, args.run_id, args.step, args.grid, pin_decisions=args.pin_decisions)
+        outcome = sweep.run_sweep(plan, home, workers=args.workers, address=args.address)
+        _emit(outcome, args.json, sweep.render_sweep)
+        return 0 if outcome["status"] == "completed" else 1
     from rlam_prefect.planning import parse_overrides, prepare_plan
 
     overrides = parse_overrides(getattr(args, "overrides", []))
