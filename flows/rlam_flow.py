@@ -20,7 +20,7 @@ from prefect.states import Failed, State
 from rlam_prefect.engine import RunSession
 from rlam_prefect.home import Home
 from rlam_prefect.planning import prepare_plan, with_dataset
-from rlam_prefect.prefect_artifacts import publish_run_artifacts
+from rlam_prefect.prefect_artifacts import name_flow_run, publish_run_artifacts
 from rlam_prefect.trace import TraceStore
 
 
@@ -63,6 +63,7 @@ async def rlam_flow(
         pin_decisions=pin_decisions,
         inject_failures=inject_failures or (),
     )
+    name_flow_run(f"{plan.mode}-{plan.run_id}")  # a deployment run starts with a random name
     session = RunSession(home, plan, flow_run.get_id())
     session.start()
     try:

@@ -1,4 +1,4 @@
-"""Prefect artifacts of one R-LAM run, built from its trace: what the flow run page in the UI shows.
+"""What the Prefect UI shows of an R-LAM run: its flow run name and artifacts, built from the trace.
 
 Three artifacts per flow run: the steps (a table), the lineage (markdown: parent run, fork step,
 overrides, where the Parquet files are) and the metrics (a table). They stay small on purpose:
@@ -112,3 +112,15 @@ def publish_audit_artifact(audit: dict[str, Any]) -> UUID:
 
     text = audit_markdown(audit)[:200_000]  # bounded: far below the size whose event is dropped
     return create_markdown_artifact(text, key=AUDIT_KEY, description=audit["message"][:500], _sync=True)  # type: ignore[call-arg]
+
+
+def name_flow_run(name: str) -> None:
+    """Rename the current flow run (a deployment run gets a random name) so the UI shows ``<mode>-<run_id>``."""
+    from prefect.client.orchestration import get_client
+    from prefect.runtime import flow_run
+
+    run_id = flow_run.get_id()
+    if run_id is None or flow_run.get_name() == name:
+        return
+    with get_client(sync_client=True) as client:
+        client.update_flow_run(UUID(run_id), name=name)
