@@ -230,8 +230,9 @@ def test_a_mistyped_fork_fails_before_any_work_with_one_line(deployed: Deployed)
     assert state["type"] == "FAILED"
     assert "UnknownRunError: unknown run 'nosuchrun'" in state["message"]
     assert deployed.task_runs(bad) == [] and deployed.store.files() == before  # nothing ran, nothing recorded
-    wrong_type = deployed.prefect("deployment", "run", "rlam/rlam", "--params", json.dumps({"fork_of": "x", "fork_step": "four"}))
-    assert wrong_type.returncode != 0 and "fork_step" in wrong_type.stdout + wrong_type.stderr  # refused by the server
+    deployment = deployed.api("GET", "/deployments/name/rlam/rlam")
+    wrong_type = httpx.post(f"{deployed.url}/deployments/{deployment['id']}/create_flow_run", json={"parameters": {"fork_of": "x", "fork_step": "four"}})
+    assert wrong_type.status_code in (409, 422) and "fork_step" in wrong_type.text  # refused by the server: no flow run
 
 
 def test_concurrent_deployment_runs_all_complete_with_complete_traces(deployed: Deployed) -> None:
