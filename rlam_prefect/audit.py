@@ -14,7 +14,7 @@ import datetime as dt
 from typing import Any
 
 from rlam_prefect.errors import UnknownRunError, UsageError
-from rlam_prefect.report import run_report
+from rlam_prefect.compare import outcome
 from rlam_prefect.trace import TraceStore, utcnow
 
 AUDITED_MODES = ("run", "fork")
@@ -39,19 +39,19 @@ def select_runs(store: TraceStore, limit: int, max_age_hours: float | None = Non
 def judge_replay(store: TraceStore, original: str, replay: str, flow_message: str | None = None) -> dict[str, Any]:
     """The verdict on one replay, read from the trace: identical, or the steps that diverge and why."""
     try:
-        report = run_report(store, replay)
+        run = store.run(replay)
     except UnknownRunError:  # the replay failed before recording anything
         return {"run_id": original, "replay_run_id": replay, "identical": False, "diverging": [], "error": flow_message or "the replay recorded nothing"}
-    diverging = [
-        {
-            "step": d["step"],
-            "action": d["action"],
-            "reason": _reason(d),
-        }
-        for d in report.get("differences") or []
-    ]
-    identical = bool(report.get("identical")) and report["status"] == "completed"
-    return {"run_id": original, "replay_run_id": replay, "identical": identical, "diverging": diverging, "error": None if identical else report.get("error_message")}
+    replayed, recorded = store.steps(replay), store.steps(original)
+    diverging = []
+    for position in range(max(len(replayed), len(recorded))):
+        a = replayed[position] if position < len(replayed) else None
+        b = recorded[position] if position < len(recorded) else None
+        if a is not None and b is not None and outcome(a) == outcome(b):
+            continue
+        diverging.append({"step": position + 1, "action": (a or b or {}).get("action"), "reason": _reason(a, b)})
+    identical = bool(run.get("identical")) and run["status"] == "completed"
+    return {"run_id": original, "replay_run_id": replay, "identical": identical, "diverging": diverging, "error": None if identical else run.get("error_message")}
 
 
 def summarize(verdicts: list[dict[str, Any]]) -> dict[str, Any]:
@@ -82,19 +82,18 @@ def audit_markdown(audit: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _reason(difference: dict[str, Any]) -> str:
-    replay, original = difference.get("replay"), difference.get("original")
-    if replay is None:
+def _reason(replayed: dict[str, Any] | None, recorded: dict[str, Any] | None) -> str:
+    if replayed is None:
         return "the replay has no such step"
-    if original is None:
+    if recorded is None:
         return "the original has no such step"
-    if replay.get("error"):
-        return f"{replay['status']}: {replay['error']}"
-    return f"output {str(replay.get('output_hash'))[7:19]} differs from recorded {str(original.get('output_hash'))[7:19]}"
+    if replayed.get("error_message"):
+        return f"{replayed['status']}: {replayed.get('error_type')}: {replayed['error_message']}"
+    return f"output {str(replayed.get('output_hash'))[7:19]} differs from recorded {str(recorded.get('output_hash'))[7:19]}"
 
 
 def _describe(verdict: dict[str, Any]) -> str:
     if not verdict["diverging"]:
         return f"run {verdict['run_id']} (replay {verdict['replay_run_id']}): {verdict.get('error')}"
-    steps = ", ".join(f"step {d['step']} {d['action']} ({d['reason'][:200]})" for d in verdict["diverging"])
+    steps = ", ".join(f"step {d['step']} {d['action']} ({d['reason'][:400]})" for d in verdict["diverging"])
     return f"run {verdict['run_id']} (replay {verdict['replay_run_id']}): {steps}"

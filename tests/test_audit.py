@@ -27,12 +27,14 @@ def test_audit_fails_naming_the_step_whose_cached_result_is_missing(workspace, p
 
     original = workspace.rlam_json("run", "--planner", "fixed")
     fork = workspace.rlam_json("fork", original["run_id"], "--step", "4", "--set", "train_model.C=0.1")
-    workspace.rlam_json("replay", original["run_id"])  # replays are not audited again
     store = TraceStore(workspace.home)
     assert select_runs(store, limit=5) == [fork["run_id"], original["run_id"]]
 
     passed = asyncio.run(audit_flow(limit=5, return_state=True))
     assert passed.is_completed(), passed.message
+    replays = [r for r in store.runs() if r["mode"] == "replay"]
+    assert sorted(r["parent_run_id"] for r in replays) == sorted([fork["run_id"], original["run_id"]])
+    assert select_runs(store, limit=5) == [fork["run_id"], original["run_id"]]  # replays are not audited again
 
     key = fork["steps"][3]["cache_key"]  # the fork's own train_model result
     (workspace.home.result_data / key).unlink()
