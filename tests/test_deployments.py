@@ -140,8 +140,16 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
         yield deployed
     finally:
         if worker is not None:
+            _let_flow_runs_finish(url)  # after a failed test some may still run: never leave their processes behind
             _stop_worker(worker)
         server.stop(server_home)  # measured 25 s under load: the supervisor's SIGINT/SIGTERM grace for the server
+
+
+def _let_flow_runs_finish(url: str, timeout: float = 120.0) -> None:
+    body = {"flow_runs": {"state": {"type": {"any_": ["PENDING", "RUNNING", "CANCELLING"]}}}, "limit": 50}
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and httpx.post(f"{url}/flow_runs/filter", json=body, timeout=30).json():
+        time.sleep(1.0)
 
 
 def _stop_worker(worker: subprocess.Popen[bytes]) -> None:
