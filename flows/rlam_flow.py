@@ -19,7 +19,8 @@ from prefect.states import Failed, State
 
 from rlam_prefect.engine import RunSession
 from rlam_prefect.home import Home
-from rlam_prefect.planning import prepare_plan
+from rlam_prefect.planning import prepare_plan, with_dataset
+from rlam_prefect.prefect_artifacts import name_flow_run, publish_run_artifacts
 from rlam_prefect.trace import TraceStore
 
 
@@ -27,6 +28,7 @@ from rlam_prefect.trace import TraceStore
 async def rlam_flow(
     run_id: str | None = None,
     planner: str | None = None,
+    dataset: str | None = None,
     temperature: float | None = None,
     seed: int | None = None,
     max_steps: int | None = None,
@@ -44,8 +46,9 @@ async def rlam_flow(
     """Plan and execute one R-LAM run; or replay (replay_of) or fork (fork_of + fork_step) a recorded one.
 
     planner: "fixed", "rlam/heuristic" (offline default) or any litellm model string; a fork keeps its
-    parent's planner unless told otherwise. overrides: {action: {param: value}}, applied to that action
-    from the fork step on. pin_decisions: a fork re-uses the parent's plan instead of asking the planner.
+    parent's planner unless told otherwise. dataset: breast_cancer, wine, digits or iris, the same as
+    overrides {"load_dataset": {"name": ...}}. overrides: {action: {param: value}}, applied to that
+    action from the fork step on. pin_decisions: a fork re-uses the parent's plan instead of asking the planner.
     policy: an execution policy, as a path to a YAML/JSON file on the machine running the flow or as its
     rules (default: $RLAM_POLICY, else a replayed or forked run's recorded policy). approve: actions
     (or "all") pre-approved; any other action the policy gates pauses this flow run for a person's
@@ -60,7 +63,7 @@ async def rlam_flow(
         seed=seed,
         max_steps=max_steps,
         target_accuracy=target_accuracy,
-        overrides=overrides,
+        overrides=with_dataset(overrides, dataset),
         replay_of=replay_of,
         fork_of=fork_of,
         fork_step=fork_step,
@@ -70,6 +73,7 @@ async def rlam_flow(
         approve=approve or (),
         approval_timeout=approval_timeout,
     )
+    name_flow_run(f"{plan.mode}-{plan.run_id}")  # a deployment run starts with a random name
     session = RunSession(home, plan, flow_run.get_id())
     session.start()
     try:
@@ -77,8 +81,14 @@ async def rlam_flow(
             session.execute(decision)
     except BaseException as exc:  # recorded, then re-raised: the run must not look completed
         session.finish(error=f"{type(exc).__name__}: {exc}")
+        if isinstance(exc, Exception):
+            try:
+                publish_run_artifacts(session.store, plan.run_id)
+            except Exception as publish_error:  # the run's own failure stays the one raised
+                exc.add_note(f"publishing the run's artifacts failed too: {publish_error}")
         raise
     summary = session.finish()
+    publish_run_artifacts(session.store, plan.run_id)  # steps, lineage and metrics on the flow run page
     if summary["status"] != "completed":
         # a failed run is an outcome, not a crash: mark the flow run failed without a traceback
         return Failed(message=f"run {plan.run_id} {summary['status']}: see `rlam show {plan.run_id}`")

@@ -208,6 +208,17 @@ def parse_overrides(assignments: Iterable[str]) -> dict[str, dict[str, Any]]:
     return overrides
 
 
+def with_dataset(overrides: Mapping[str, Mapping[str, Any]] | None, dataset: str | None) -> dict[str, dict[str, Any]] | None:
+    """The flow's ``dataset`` parameter as the override ``load_dataset.name`` (validated with the others)."""
+    if dataset is None:
+        return {str(a): dict(p) for a, p in overrides.items()} if overrides else None
+    merged = {str(a): dict(p) for a, p in (overrides or {}).items()}
+    named = merged.setdefault("load_dataset", {}).setdefault("name", dataset)
+    if named != dataset:
+        raise UsageError(f"dataset {dataset!r} contradicts overrides load_dataset.name={named!r}; give one of them")
+    return merged
+
+
 def prepare_plan(
     store: TraceStore,
     *,
