@@ -80,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     actions = sub.add_parser("actions", help="the action space: inputs, output and parameter schema of each action")
     actions.add_argument("--json", action="store_true")
 
+    compact = sub.add_parser("compact", help="copy finished runs' events into one new segment file so listing runs stays fast (removes nothing)")
+    compact.add_argument("--json", action="store_true")
+
     experiments = sub.add_parser("experiments", help="measure Script vs Naive LAM vs R-LAM: reproducibility, trace, failures, replay, fork")
     experiments.add_argument("--repeats", type=int, default=3, metavar="N", help="runs per pipeline (default 3)")
     experiments.add_argument("--planner", default="rlam/heuristic", metavar="MODEL", help="planner of the LLM pipelines (default rlam/heuristic)")
@@ -167,6 +170,10 @@ def _dispatch(args: argparse.Namespace) -> int:
             for s in specs.values()
         ]
         _emit(listing, args.json, _render_actions)
+        return 0
+    if args.command == "compact":
+        outcome = store.compact()
+        _emit(outcome, args.json, lambda o: f"compacted {o['runs']} finished runs ({o['rows']} rows) into {o['segment']}" if o["segment"] else f"nothing to compact ({o['already_compacted']} runs already in segments)")
         return 0
     if args.command == "experiments":
         from rlam_prefect import experiments
