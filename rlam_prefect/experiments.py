@@ -21,6 +21,7 @@ import csv
 import datetime as dt
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -120,6 +121,7 @@ def run_experiments(settings: Settings) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     home = Home(out / "home")
     cli = Cli(home)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so that `finally` still stops the server we started
     started_here = _start_server(cli)
     try:
         results = {
