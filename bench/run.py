@@ -148,7 +148,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trace-result", type=Path, default=None, help="use a bench_trace_scale.py JSON measured separately instead of measuring")
     parser.add_argument("--skip", action="append", default=[], choices=("overhead", "workload", "trace"))
     parser.add_argument("--results", type=Path, default=BENCH / "RESULTS_SUITE.md")
+    parser.add_argument("--from-json", type=Path, default=None, help="measure nothing: re-render a JSON this script printed (with --trace-result merged in)")
     args = parser.parse_args(argv)
+    if args.from_json:
+        results = json.loads(args.from_json.read_text())
+        if args.trace_result:
+            results["trace_scale"] = json.loads(args.trace_result.read_text()) | {"source": f"measured separately by bench_trace_scale.py ({args.trace_result.name})"}
+        results["targets"] = targets(results)
+        args.results.write_text(render(results))
+        log(f"wrote {args.results} from {args.from_json}")
+        return 0
     repeats = args.repeats or (2 if args.quick else 3)
     policy = bench_core.EnvPolicy(planner="fixed")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -172,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         results["cleanup"] = bench_core.stop_everything(policy, [server_home], str(tmp))
     if args.trace_result:
-        results["trace_scale"] = json.loads(args.trace_result.read_text()) | {"source": f"measured separately by bench_trace_scale.py, {args.trace_result.name}"}
+        results["trace_scale"] = json.loads(args.trace_result.read_text()) | {"source": f"measured separately by bench_trace_scale.py ({args.trace_result.name})"}
     elif "trace" not in args.skip:
         n = args.trace_runs or (10_000 if args.quick else 100_000)
         log(f"trace scale: {n} runs")
