@@ -35,19 +35,18 @@ def workload(quick: bool) -> dict[str, dict[str, Any]]:
     }
 
 
-def fork_overrides(k: int, base: dict[str, dict[str, Any]], median_variance: float) -> dict[str, dict[str, Any]]:
-    """A change at step K whose effect reaches every later step, so steps K..5 must all execute."""
-    change = {
+def fork_overrides(k: int, median_variance: float) -> dict[str, dict[str, Any]]:
+    """A change at step K whose effect reaches every later step, so steps K..5 must all execute.
+
+    Forks keep the parent's plan and parameters (pin_decisions) and apply only this change.
+    """
+    return {
         1: {"load_dataset": {"random_state": 1}},
         2: {"analyze_data": {"variance_threshold": median_variance}},  # flags half the features; preprocessing drops them
         3: {"preprocess_data": {"random_state": 7}},
-        4: {"train_model": {"n_estimators": base["train_model"]["n_estimators"] + 1}},
+        4: {"train_model": {"n_estimators": 41}},
         5: {"evaluate_model": {"f1_average": "weighted"}},
     }[k]
-    merged = {a: dict(p) for a, p in base.items()}
-    for action, params in change.items():
-        merged.setdefault(action, {}).update(params)
-    return {a: p for a, p in merged.items() if a in change}  # a fork's overrides apply from K on
 
 
 def child(server_home: Path, state_root: Path, repeats: int, quick: bool, out: Path) -> None:
@@ -103,7 +102,7 @@ def child(server_home: Path, state_root: Path, repeats: int, quick: bool, out: P
         replay = flow(rlam_home, replay_of=original["run_id"])
         forks = {}
         for k in range(1, N_STEPS + 1):
-            forks[k] = flow(rlam_home, fork_of=original["run_id"], fork_step=k, overrides=fork_overrides(k, base, median_variance), planner="fixed")
+            forks[k] = flow(rlam_home, fork_of=original["run_id"], fork_step=k, overrides=fork_overrides(k, median_variance), pin_decisions=True)
         samples.append({"original": original, "replay": replay, "forks": forks})
         print(f"[workload child] repeat {i + 1}/{repeats}: original {original['seconds']:.2f} s, replay {replay['seconds']:.2f} s", file=sys.stderr, flush=True)
     out.write_text(json.dumps({"workload": base, "median_variance": median_variance, "samples": samples}))
