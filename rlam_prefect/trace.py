@@ -102,10 +102,10 @@ class TraceStore:
         for row in self._segment_rows():
             by_run.setdefault(row["run_id"], []).append(row)
         covered = set(by_run)
-        for partition in sorted(table_dir.iterdir()):
-            if partition.name in covered or not partition.is_dir():
+        for entry in os.scandir(table_dir):  # names only: no Path objects or stat calls for covered runs
+            if entry.name in covered or not entry.is_dir():
                 continue  # a compacted run: nothing is written to its partition after its end event
-            for path in _parquet_files(partition):
+            for path in _parquet_files(Path(entry.path)):
                 for row in _read_file(path, "runs"):
                     by_run.setdefault(row["run_id"], []).append(row)
         current = [_current(events) for events in by_run.values()]
@@ -143,10 +143,10 @@ class TraceStore:
         covered = {row["run_id"] for row in self._segment_rows()}
         rows: list[dict[str, Any]] = []
         finished = 0
-        for partition in sorted(table_dir.iterdir()) if table_dir.exists() else []:
-            if partition.name in covered or not partition.is_dir():
+        for entry in sorted(os.scandir(table_dir), key=lambda e: e.name) if table_dir.exists() else []:
+            if entry.name in covered or not entry.is_dir():
                 continue
-            events = [row for path in _parquet_files(partition) for row in _read_file(path, "runs")]
+            events = [row for path in _parquet_files(Path(entry.path)) for row in _read_file(path, "runs")]
             if any(e["event"] == "end" for e in events):
                 rows.extend(events)
                 finished += 1
