@@ -73,6 +73,12 @@ def build_parser() -> argparse.ArgumentParser:
     diff.add_argument("run_b")
     diff.add_argument("--json", action="store_true")
 
+    export = sub.add_parser("export", help="a run as W3C PROV, an RO-Crate (Workflow Run Crate) or OpenLineage events")
+    export.add_argument("run_id")
+    export.add_argument("--format", required=True, choices=("prov", "ro-crate", "openlineage"))
+    export.add_argument("--out", type=Path, default=None, metavar="PATH", help="file, directory or .zip (ro-crate); default RUN_ID.prov.json, RUN_ID-ro-crate/, RUN_ID.openlineage.jsonl")
+    export.add_argument("--json", action="store_true")
+
     verify = sub.add_parser("verify", help="re-hash every stored result of a run against its trace")
     verify.add_argument("run_id")
     verify.add_argument("--json", action="store_true")
@@ -153,6 +159,13 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         outcome = diff_runs(store, store.resolve_run_id(args.run_a), store.resolve_run_id(args.run_b))
         _emit(outcome, args.json, _render_diff)
+        return 0
+    if args.command == "export":
+        from rlam_prefect.exports import export_run
+
+        run_id = store.resolve_run_id(args.run_id)
+        path = export_run(store, run_id, args.format, args.out)
+        _emit({"run_id": run_id, "format": args.format, "path": str(path)}, args.json, lambda e: f"{e['format']} export of run {e['run_id']} written to {e['path']}")
         return 0
     if args.command == "verify":
         from rlam_prefect.verify import verify_run

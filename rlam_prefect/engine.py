@@ -18,7 +18,7 @@ from typing import Any
 from rlam_prefect import __version__
 from rlam_prefect.actions import get_action
 from rlam_prefect.artifact import Artifact
-from rlam_prefect.environment import environment, environment_hash
+from rlam_prefect.environment import environment, environment_hash, runtime_versions
 from rlam_prefect.compare import key_differences, outcome
 from rlam_prefect.errors import RLamError, ReplayMismatchError, StoredResultError, one_line
 from rlam_prefect.hashing import canonical_json, content_hash
@@ -212,7 +212,7 @@ class RunSession:
             "status": status,
             "started_at": self.started_at,
             "env_hash": environment_hash(),
-            "environment": canonical_json(environment()),
+            "environment": canonical_json({**environment(), "runtime": runtime_versions()}),
             "action_modules": json.dumps(list(plan.action_modules)),
             "rlam_version": __version__,
             "hostname": socket.gethostname(),

@@ -33,5 +33,21 @@ def environment(extra_packages: tuple[str, ...] = ()) -> dict[str, object]:
     }
 
 
+# Packages that run the workflow without deciding what an action computes: recorded with each
+# run for reviewers and exports, never part of a cache key (upgrading Prefect must not invalidate results).
+RUNTIME_PACKAGES: tuple[str, ...] = ("prefect", "litellm", "pyarrow", "pydantic")
+
+
+@functools.lru_cache(maxsize=None)
+def runtime_versions() -> dict[str, str | None]:
+    versions: dict[str, str | None] = {}
+    for name in RUNTIME_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
 def environment_hash(extra_packages: tuple[str, ...] = ()) -> str:
     return "sha256:" + sha256_hex(canonical_json(environment(extra_packages)).encode())

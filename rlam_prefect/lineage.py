@@ -28,7 +28,7 @@ def build_lineage(store: TraceStore, run_id: str) -> dict[str, Any]:
         ancestry.append({"run_id": parent["run_id"], "mode": parent["mode"], "planner": parent["planner"], "status": parent["status"]})
     nodes, edges = [], []
     for step in steps:
-        producers = _producers(steps, step)
+        sources = producers(steps, step)
         reused_from = run["parent_run_id"] if run["mode"] in ("replay", "fork") and step["status"] == "cached" and (run["mode"] == "replay" or step["step"] < (run["fork_step"] or 0)) else None
         decision = decisions.get(step["step"])
         nodes.append(
@@ -43,7 +43,7 @@ def build_lineage(store: TraceStore, run_id: str) -> dict[str, Any]:
                 "recovers_step": step.get("recovers_step"),
             }
         )
-        edges += [{"from": source, "to": step["step"], "input": name} for name, source in producers.items()]
+        edges += [{"from": source, "to": step["step"], "input": name} for name, source in sources.items()]
     return {
         "run_id": run_id,
         "mode": run["mode"],
@@ -57,7 +57,7 @@ def build_lineage(store: TraceStore, run_id: str) -> dict[str, Any]:
     }
 
 
-def _producers(steps: list[dict[str, Any]], step: dict[str, Any]) -> dict[str, int]:
+def producers(steps: list[dict[str, Any]], step: dict[str, Any]) -> dict[str, int]:
     found = {}
     for name, digest in json.loads(step.get("input_hashes") or "{}").items():
         for earlier in reversed(steps[: step["step"] - 1]):

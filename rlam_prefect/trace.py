@@ -93,6 +93,10 @@ class TraceStore:
             raise UnknownRunError(f"unknown run {run_id!r} in {self.root}")
         return _current(events)
 
+    def run_events(self, run_id: str) -> list[dict[str, Any]]:
+        """A run's rows as recorded (start, end), oldest first."""
+        return sorted(self._read_partition("runs", run_id), key=lambda r: (_EVENT_ORDER.get(r["event"], "99"), r["recorded_at"]))
+
     def runs(self) -> list[dict[str, Any]]:
         """Every run's current row, newest first (finished runs from segments, the rest from their partitions)."""
         table_dir = self.root / "runs"
