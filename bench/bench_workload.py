@@ -28,7 +28,7 @@ N_STEPS = 5
 
 def workload(quick: bool) -> dict[str, dict[str, Any]]:
     """Overrides for the fixed planner: the synthetic dataset and a random forest."""
-    n_samples, n_features, trees = (8000, 20, 10) if quick else (20000, 20, 40)
+    n_samples, n_features, trees = (8000, 20, 10) if quick else (20000, 20, 120)
     return {
         "load_dataset": {"name": "synthetic", "n_samples": n_samples, "n_features": n_features},
         "train_model": {"model": "random_forest", "n_estimators": trees},
@@ -44,7 +44,7 @@ def fork_overrides(k: int, median_variance: float) -> dict[str, dict[str, Any]]:
         1: {"load_dataset": {"random_state": 1}},
         2: {"analyze_data": {"variance_threshold": median_variance}},  # flags half the features; preprocessing drops them
         3: {"preprocess_data": {"random_state": 7}},
-        4: {"train_model": {"n_estimators": 41}},
+        4: {"train_model": {"n_estimators": 121}},
         5: {"evaluate_model": {"f1_average": "weighted"}},
     }[k]
 
