@@ -98,6 +98,17 @@ def build_parser() -> argparse.ArgumentParser:
     actions = sub.add_parser("actions", help="the action space: inputs, output and parameter schema of each action")
     actions.add_argument("--json", action="store_true")
 
+    compact = sub.add_parser("compact", help="copy finished runs' events into one new segment file so listing runs stays fast (removes nothing)")
+    compact.add_argument("--json", action="store_true")
+
+    experiments = sub.add_parser("experiments", help="measure Script vs Naive LAM vs R-LAM: reproducibility, trace, failures, replay, fork")
+    experiments.add_argument("--repeats", type=int, default=3, metavar="N", help="runs per pipeline (default 3)")
+    experiments.add_argument("--planner", default="rlam/heuristic", metavar="MODEL", help="planner of the LLM pipelines (default rlam/heuristic)")
+    experiments.add_argument("--temperature", type=float, default=1.0, help="planner temperature of the LLM pipelines (default 1.0)")
+    experiments.add_argument("--seed", type=int, default=0, help="planner seed of the first run; run i uses SEED+i (default 0)")
+    experiments.add_argument("--out", type=Path, default=None, metavar="DIR", help="new directory for the results and the runs' RLAM_HOME (default rlam-experiments-<UTC time>)")
+    experiments.add_argument("--json", action="store_true")
+
     server = sub.add_parser("server", help="this RLAM_HOME's local Prefect server (started on first use)")
     server.add_argument("action", choices=("status", "start", "stop"))
     server.add_argument("--json", action="store_true")
@@ -210,6 +221,17 @@ def _dispatch(args: argparse.Namespace) -> int:
             for s in specs.values()
         ]
         _emit(listing, args.json, _render_actions)
+        return 0
+    if args.command == "compact":
+        outcome = store.compact()
+        _emit(outcome, args.json, lambda o: f"compacted {o['runs']} finished runs ({o['rows']} rows) into {o['segment']}" if o["segment"] else f"nothing to compact ({o['already_compacted']} runs already in segments)")
+        return 0
+    if args.command == "experiments":
+        from rlam_prefect import experiments
+
+        out = args.out or Path(f"rlam-experiments-{experiments.utc_stamp()}")
+        settings = experiments.Settings(repeats=args.repeats, planner=args.planner, temperature=args.temperature, base_seed=args.seed, out=out)
+        _emit(experiments.run_experiments(settings), args.json, experiments.render_summary)
         return 0
     if args.command == "show":
         from rlam_prefect.report import render_run, run_report

@@ -40,21 +40,7 @@ class TraceStore:
 
     def append(self, table: str, rows: list[Mapping[str, Any]], *, partition: str, name: str) -> Path:
         """Write ``rows`` as one new file; raises FileExistsError instead of replacing a file."""
-        schema = TABLES[table]
-        directory = self.root / table / partition
-        directory.mkdir(parents=True, exist_ok=True)
-        final = directory / f"{name}.parquet"
-        arrow_table = pa.Table.from_pylist([_redacted(r) for r in rows], schema=schema)
-        tmp = directory / f".{name}.{uuid.uuid4().hex}.tmp"
-        try:
-            pq.write_table(arrow_table, tmp, write_page_checksum=True)  # damage is detected on read, not decoded
-            with open(tmp, "rb") as handle:
-                os.fsync(handle.fileno())
-            os.link(tmp, final)
-        finally:
-            tmp.unlink(missing_ok=True)
-        _fsync_dir(directory)
-        return final
+        return _write_new(self.root / table / partition, name, table, rows)
 
     def append_run_event(self, row: Mapping[str, Any]) -> None:
         event = row["event"]
@@ -112,14 +98,20 @@ class TraceStore:
         return sorted(self._read_partition("runs", run_id), key=lambda r: (_EVENT_ORDER.get(r["event"], "99"), r["recorded_at"]))
 
     def runs(self) -> list[dict[str, Any]]:
-        """Every run's current row, newest first."""
+        """Every run's current row, newest first (finished runs from segments, the rest from their partitions)."""
         table_dir = self.root / "runs"
         if not table_dir.exists():
             return []
         by_run: dict[str, list[dict[str, Any]]] = {}
-        for path in _parquet_files(table_dir):
-            for row in _read_file(path, "runs"):
-                by_run.setdefault(row["run_id"], []).append(row)
+        for row in self._segment_rows():
+            by_run.setdefault(row["run_id"], []).append(row)
+        covered = set(by_run)
+        for entry in os.scandir(table_dir):  # names only: no Path objects or stat calls for covered runs
+            if entry.name in covered or not entry.is_dir():
+                continue  # a compacted run: nothing is written to its partition after its end event
+            for path in _parquet_files(Path(entry.path)):
+                for row in _read_file(path, "runs"):
+                    by_run.setdefault(row["run_id"], []).append(row)
         current = [_current(events) for events in by_run.values()]
         return sorted(current, key=lambda r: r["started_at"] or r["recorded_at"], reverse=True)
 
@@ -141,6 +133,40 @@ class TraceStore:
     def files(self) -> list[Path]:
         return _parquet_files(self.root) if self.root.exists() else []
 
+    # ---- compaction (additive: new segment files, nothing removed or rewritten) ------------
+
+    def compact(self) -> dict[str, Any]:
+        """Copy the run events of every finished run not yet in a segment into ONE new segment file.
+
+        Listing runs then reads a few segments instead of two files per run. Only runs with an
+        ``end`` event are taken (nothing writes to a run's partition after that); the partition
+        files stay where they are and remain the record, so any Parquet query over
+        ``traces/runs/**`` is unchanged. Segments live in ``traces/_segments/runs/``.
+        """
+        table_dir = self.root / "runs"
+        covered = {row["run_id"] for row in self._segment_rows()}
+        rows: list[dict[str, Any]] = []
+        finished = 0
+        for entry in sorted(os.scandir(table_dir), key=lambda e: e.name) if table_dir.exists() else []:
+            if entry.name in covered or not entry.is_dir():
+                continue
+            events = [row for path in _parquet_files(Path(entry.path)) for row in _read_file(path, "runs")]
+            if any(e["event"] == "end" for e in events):
+                rows.extend(events)
+                finished += 1
+        if not rows:
+            return {"segment": None, "runs": 0, "rows": 0, "already_compacted": len(covered)}
+        rows.sort(key=lambda r: (r["run_id"], _EVENT_ORDER.get(r["event"], "99")))
+        name = f"runs-{utcnow():%Y%m%dT%H%M%S%f}-{uuid.uuid4().hex[:8]}"
+        path = _write_new(self.root / SEGMENTS / "runs", name, "runs", rows, redact_rows=False)  # rows were redacted when first written
+        return {"segment": str(path), "runs": finished, "rows": len(rows), "already_compacted": len(covered)}
+
+    def _segment_rows(self) -> list[dict[str, Any]]:
+        directory = self.root / SEGMENTS / "runs"
+        if not directory.is_dir():
+            return []
+        return [row for path in _parquet_files(directory) for row in _read_file(path, "runs")]
+
     def _read_partition(self, table: str, partition: str) -> list[dict[str, Any]]:
         directory = self.root / table / partition
         if not directory.is_dir():
@@ -152,6 +178,25 @@ class TraceStore:
 
 
 _EVENT_ORDER = {"start": "00", "end": "01"}
+SEGMENTS = "_segments"  # traces/_segments/<table>/: consolidated copies written by `rlam compact`
+
+
+def _write_new(directory: Path, name: str, table: str, rows: list[Mapping[str, Any]], redact_rows: bool = True) -> Path:
+    """One new complete file: written beside its final name, fsynced, hard-linked into place (never replaces)."""
+    schema = TABLES[table]
+    directory.mkdir(parents=True, exist_ok=True)
+    final = directory / f"{name}.parquet"
+    arrow_table = pa.Table.from_pylist([_redacted(r) for r in rows] if redact_rows else [dict(r) for r in rows], schema=schema)
+    tmp = directory / f".{name}.{uuid.uuid4().hex}.tmp"
+    try:
+        pq.write_table(arrow_table, tmp, write_page_checksum=True)  # damage is detected on read, not decoded
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.link(tmp, final)
+    finally:
+        tmp.unlink(missing_ok=True)
+    _fsync_dir(directory)
+    return final
 
 
 def _redacted(row: Mapping[str, Any]) -> dict[str, Any]:

@@ -1,28 +1,42 @@
-"""load_dataset: one of scikit-learn's bundled datasets (no download)."""
+"""load_dataset: one of scikit-learn's bundled datasets (no download), or a synthetic one of chosen size."""
 
 from __future__ import annotations
 
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from rlam_prefect.actions import action
 from tasks.artifacts import Dataset
 
-DATASETS = ("breast_cancer", "wine", "digits", "iris")
+DATASETS = ("breast_cancer", "wine", "digits", "iris", "synthetic")
+SYNTHETIC_DEFAULTS = {"n_samples": 20000, "n_features": 20, "random_state": 0}
 
 
 class LoadParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: Literal["breast_cancer", "wine", "digits", "iris"] = "breast_cancer"
+    name: Literal["breast_cancer", "wine", "digits", "iris", "synthetic"] = "breast_cancer"
+    # synthetic only (scikit-learn's make_classification): sizes a workload, e.g. one where training takes seconds
+    n_samples: int | None = Field(None, ge=100, le=5_000_000, description="synthetic only (default 20000)")
+    n_features: int | None = Field(None, ge=4, le=2000, description="synthetic only (default 20)")
+    random_state: int | None = Field(None, ge=0, le=2**32 - 1, description="synthetic only (default 0)")
+
+    @model_validator(mode="after")
+    def _sizes_only_for_synthetic(self) -> LoadParams:
+        given = [k for k in SYNTHETIC_DEFAULTS if getattr(self, k) is not None]
+        if given and self.name != "synthetic":
+            raise ValueError(f"{', '.join(given)} apply to name=synthetic only, not {self.name}")
+        return self
 
 
 @action(produces="a dataset is loaded")
 def load_dataset(params: LoadParams) -> Dataset:
-    """Load a bundled scikit-learn classification dataset (Breast Cancer Wisconsin by default)."""
+    """Load a bundled scikit-learn classification dataset (Breast Cancer Wisconsin by default) or a synthetic one."""
     from sklearn import datasets
 
+    if params.name == "synthetic":
+        return _synthetic(params)
     loader = getattr(datasets, f"load_{params.name}")
     bunch = loader()
     X = np.asarray(bunch.data, dtype=np.float64)
@@ -30,3 +44,17 @@ def load_dataset(params: LoadParams) -> Dataset:
     feature_names = tuple(str(n) for n in getattr(bunch, "feature_names", [f"x{i}" for i in range(X.shape[1])]))
     target_names = tuple(str(n) for n in bunch.target_names)
     return Dataset(params.name, X, y, feature_names, target_names)
+
+
+def _synthetic(params: LoadParams) -> Dataset:
+    """make_classification: two classes, half the features informative, deterministic for its random_state."""
+    from sklearn.datasets import make_classification
+
+    sizes = {k: getattr(params, k) if getattr(params, k) is not None else v for k, v in SYNTHETIC_DEFAULTS.items()}
+    n_features = sizes["n_features"]
+    X, y = make_classification(
+        n_samples=sizes["n_samples"], n_features=n_features, n_informative=max(2, n_features // 2),
+        n_redundant=min(2, n_features // 4), random_state=sizes["random_state"],
+    )
+    names = tuple(f"x{i}" for i in range(n_features))
+    return Dataset("synthetic", np.asarray(X, dtype=np.float64), np.asarray(y, dtype=np.int64), names, ("class_0", "class_1"))
