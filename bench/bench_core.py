@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -366,7 +367,10 @@ def overhead_child(server_home: Path, state_root: Path, repeats: int, out: Path)
         os.environ["RLAM_HOME"] = str(rlam_home)  # the flow reads it through Home.from_env()
         rows.clear()
         start = time.perf_counter()
-        asyncio.run(rlam_flow(overrides=overrides, planner="fixed"))  # an async flow (see flows/rlam_flow.py)
+        run_id = uuid.uuid4().hex[:12]
+        # named as `rlam` names its flow runs (runner.execute), so the flow does not rename itself through the API
+        flow = rlam_flow.with_options(flow_run_name=f"run-{run_id}")
+        asyncio.run(flow(run_id=run_id, overrides=overrides, planner="fixed"))  # an async flow (see flows/rlam_flow.py)
         call = time.perf_counter() - start
         statuses = [r["status"] for r in rows]
         return {"call_s": call, "steps_s": sum(r["duration_s"] for r in rows), "executed": statuses.count("executed"), "cached": statuses.count("cached")}

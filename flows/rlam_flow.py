@@ -83,12 +83,12 @@ async def rlam_flow(
         session.finish(error=f"{type(exc).__name__}: {exc}")
         if isinstance(exc, Exception):
             try:
-                publish_run_artifacts(session.store, plan.run_id)
+                await publish_run_artifacts(session.store, plan.run_id)
             except Exception as publish_error:  # the run's own failure stays the one raised
                 exc.add_note(f"publishing the run's artifacts failed too: {publish_error}")
         raise
     summary = session.finish()
-    publish_run_artifacts(session.store, plan.run_id)  # steps, lineage and metrics on the flow run page
+    await publish_run_artifacts(session.store, plan.run_id)  # steps, lineage and metrics on the flow run page
     if summary["status"] != "completed":
         # a failed run is an outcome, not a crash: mark the flow run failed without a traceback
         return Failed(message=f"run {plan.run_id} {summary['status']}: see `rlam show {plan.run_id}`")

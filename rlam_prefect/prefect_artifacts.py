@@ -76,20 +76,27 @@ def lineage_markdown(store: TraceStore, run: dict[str, Any], steps: list[dict[st
     return "\n".join(lines)
 
 
-def publish_run_artifacts(store: TraceStore, run_id: str) -> list[UUID]:
-    """Create the three artifacts of ``run_id`` in the current flow run (sync path: the flow is async)."""
-    from prefect.artifacts import create_markdown_artifact, create_table_artifact
+async def publish_run_artifacts(store: TraceStore, run_id: str) -> list[UUID]:
+    """Create the three artifacts of ``run_id`` in the current flow run, concurrently.
+
+    Three sequential API calls cost about 150 ms per flow run on the local server (a quarter of a
+    cached five-step run's flow call); sent together they cost about one round trip.
+    """
+    import asyncio
+
+    from prefect.artifacts import acreate_markdown_artifact, acreate_table_artifact
 
     run = store.run(run_id)
     steps = store.steps(run_id)
     what = f"run {run_id} ({run['mode']}, {run['status']})"
     truncated = f"; first {MAX_TABLE_ROWS} of {len(steps)} steps, all in the Parquet trace" if len(steps) > MAX_TABLE_ROWS else ""
-    # inside an async flow these functions return coroutines unless told to run synchronously
-    return [
-        create_table_artifact(steps_table(steps), key=STEPS_KEY, description=f"steps of {what}{truncated}", _sync=True),  # type: ignore[call-arg]
-        create_markdown_artifact(lineage_markdown(store, run, steps), key=LINEAGE_KEY, description=f"lineage of {what}", _sync=True),  # type: ignore[call-arg]
-        create_table_artifact(metrics_table(run), key=METRICS_KEY, description=f"metrics of {what}", _sync=True),  # type: ignore[call-arg]
-    ]
+    return list(
+        await asyncio.gather(
+            acreate_table_artifact(steps_table(steps), key=STEPS_KEY, description=f"steps of {what}{truncated}"),
+            acreate_markdown_artifact(lineage_markdown(store, run, steps), key=LINEAGE_KEY, description=f"lineage of {what}"),
+            acreate_table_artifact(metrics_table(run), key=METRICS_KEY, description=f"metrics of {what}"),
+        )
+    )
 
 
 def _count(path: Any) -> int:
