@@ -15,7 +15,11 @@ import math
 import random
 from typing import Any
 
-from litellm import CustomLLM, ModelResponse
+from rlam_prefect.llm import stay_offline
+
+stay_offline()  # this module may be imported before llm.litellm_module() (tests, tools)
+
+from litellm import CustomLLM, ModelResponse  # noqa: E402
 
 from rlam_prefect.hashing import canonical_json, sha256_hex
 from rlam_prefect.planner_state import read_state

@@ -32,11 +32,16 @@ class LLMReply:
     error_message: str | None = None
 
 
+def stay_offline() -> None:
+    """Before any import of litellm: read its model cost map from the package, not the internet."""
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+
 def litellm_module() -> Any:
     """Import litellm once, offline, with the in-process default model and the call counter registered."""
     with _lock:
         if _state["litellm"] is None:
-            os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+            stay_offline()
             import litellm
             from litellm.integrations.custom_logger import CustomLogger
 
