@@ -35,7 +35,12 @@ def prefect_api_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     os.environ["PREFECT_API_URL"] = url
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-    yield url
+    # Test modules that import prefect at collection time froze its settings before the URL existed;
+    # without this, in-process flows (test_audit, test_failures) would start an ephemeral server.
+    from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: url, PREFECT_HOME: str(session_home.prefect)}):
+        yield url
     server.stop(session_home)
 
 
