@@ -21,11 +21,7 @@ def build_lineage(store: TraceStore, run_id: str) -> dict[str, Any]:
     run = store.run(run_id)
     steps = store.steps(run_id)
     decisions = {d["step"]: d for d in store.decisions(run_id) if d.get("valid")}
-    ancestry = []
-    parent = run
-    while parent.get("parent_run_id"):
-        parent = store.run(parent["parent_run_id"])
-        ancestry.append({"run_id": parent["run_id"], "mode": parent["mode"], "planner": parent["planner"], "status": parent["status"]})
+    ancestry = [{k: parent[k] for k in ("run_id", "mode", "planner", "status")} for parent in ancestors(store, run)]
     nodes, edges = [], []
     for step in steps:
         sources = producers(steps, step)
@@ -55,6 +51,15 @@ def build_lineage(store: TraceStore, run_id: str) -> dict[str, Any]:
         "steps": nodes,
         "edges": edges,
     }
+
+
+def ancestors(store: TraceStore, run: dict[str, Any]) -> list[dict[str, Any]]:
+    """The runs a replay or fork descends from: parent, grandparent, ..."""
+    found = []
+    while run.get("parent_run_id"):
+        run = store.run(run["parent_run_id"])
+        found.append(run)
+    return found
 
 
 def producers(steps: list[dict[str, Any]], step: dict[str, Any]) -> dict[str, int]:

@@ -200,12 +200,16 @@ def parse_overrides(assignments: Iterable[str]) -> dict[str, dict[str, Any]]:
         action, dot, param = target.strip().partition(".")
         if not sep or not dot or not action or not param:
             raise UsageError(f"bad --set {text!r}: expected ACTION.PARAM=VALUE, e.g. train_model.C=0.5")
-        try:
-            value = json.loads(raw)
-        except json.JSONDecodeError:
-            value = raw
-        overrides.setdefault(action, {})[param] = value
+        overrides.setdefault(action, {})[param] = parse_value(raw)
     return overrides
+
+
+def parse_value(raw: str) -> Any:
+    """A command-line value: JSON when it parses (0.5, true, null), else the text itself (random_forest)."""
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError:
+        return raw
 
 
 def with_dataset(overrides: Mapping[str, Mapping[str, Any]] | None, dataset: str | None) -> dict[str, dict[str, Any]] | None:

@@ -21,7 +21,7 @@ from typing import Any
 
 from rlam_prefect.errors import RLamError, UnknownRunError, UsageError
 from rlam_prefect.home import Home
-from rlam_prefect.planning import RunPlan, new_run_id, parse_overrides, prepare_plan
+from rlam_prefect.planning import RunPlan, new_run_id, parse_overrides, parse_value, prepare_plan
 from rlam_prefect.trace import TraceStore
 
 MAX_POINTS = 256  # a typo such as 20 values x 20 values should not start 400 forks by accident
@@ -115,7 +115,7 @@ def run_sweep(sweep: SweepPlan, home: Home, *, workers: int | None = None, addre
         "sweep_id": sweep.sweep_id,
         "parent_run_id": sweep.parent_run_id,
         "fork_step": sweep.fork_step,
-        "grid": {axis.target: [_value(v) for v in axis.raw_values] for axis in sweep.axes},
+        "grid": {axis.target: [parse_value(v) for v in axis.raw_values] for axis in sweep.axes},
         "cluster": address or f"local ({n_workers} worker processes)",
         "prefect_flow_run_id": str(state.state_details.flow_run_id) if state.state_details else None,
         "status": "completed" if all(f["status"] == "completed" for f in report_forks) else "failed",
@@ -127,7 +127,7 @@ def _fork_row(store: TraceStore, point: dict[str, str], plan: RunPlan, outcome: 
     """One fork as the trace records it (the trace, not the task's return value, is the record)."""
     from rlam_prefect.report import run_report
 
-    row: dict[str, Any] = {"point": {t: _value(v) for t, v in point.items()}, "run_id": plan.run_id, "overrides": plan.overrides}
+    row: dict[str, Any] = {"point": {t: parse_value(v) for t, v in point.items()}, "run_id": plan.run_id, "overrides": plan.overrides}
     try:
         report = run_report(store, plan.run_id)
     except UnknownRunError:  # it failed before writing its start row: say why, from Prefect
@@ -156,8 +156,6 @@ def _point_text(point: dict[str, Any]) -> str:
     return " ".join(f"{t}={v if isinstance(v, str) else json.dumps(v)}" for t, v in point.items())
 
 
-def _value(raw: str) -> Any:
-    return parse_overrides([f"a.b={raw}"])["a"]["b"]
 
 
 def _metric(value: Any) -> str:

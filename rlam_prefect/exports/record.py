@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from rlam_prefect.lineage import producers
+from rlam_prefect.lineage import ancestors, producers
 from rlam_prefect.trace import TraceStore
 
 
@@ -88,6 +88,10 @@ class RunRecord:
     def ended(self) -> dt.datetime | None:
         return self.run.get("ended_at")
 
+    def runtime_version(self, package: str) -> str:
+        """A package that ran the workflow (e.g. prefect); 'unknown' in traces written before they were recorded."""
+        return str((self.environment.get("runtime") or {}).get(package) or "unknown")
+
     def trace_files(self, table: str) -> str:
         return f"{self.trace_root}/{table}/{self.run_id}/"
 
@@ -111,16 +115,18 @@ def load_run_record(store: TraceStore, run_id: str) -> RunRecord:
                 origin=origin,
             )
         )
-    ancestry = []
-    parent = run
-    while parent.get("parent_run_id"):
-        parent = store.run(parent["parent_run_id"])
-        ancestry.append(parent)
     return RunRecord(
         run=run,
         steps=steps,
-        ancestry=ancestry,
+        ancestry=ancestors(store, run),
         trace_root=str(store.root),
         run_events=store.run_events(run_id),
         decisions=all_decisions,
     )
+
+
+def iso(moment: dt.datetime) -> str:
+    """ISO 8601 with a time zone, as PROV, RO-Crate and OpenLineage all expect (trace times are UTC)."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.timezone.utc)
+    return moment.isoformat()

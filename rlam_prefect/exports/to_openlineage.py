@@ -10,7 +10,6 @@ same run twice gives the same events.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import uuid
 from collections.abc import Iterable
@@ -29,7 +28,7 @@ from openlineage.client.generated.parent_run import Run as ParentRun
 from openlineage.client.generated.processing_engine_run import ProcessingEngineRunFacet
 from openlineage.client.serde import Serde
 
-from rlam_prefect.exports.record import RunRecord, StepRecord
+from rlam_prefect.exports.record import RunRecord, StepRecord, iso
 
 JOB_NAMESPACE = "rlam-prefect"
 DATASET_NAMESPACE = "rlam-artifact"
@@ -61,10 +60,10 @@ def run_uuid(kind: str, ident: str) -> str:
 
 def build_events(record: RunRecord) -> list[RunEvent]:
     run = record.run
-    engine = ProcessingEngineRunFacet(version=_prefect_version(record), name="prefect", openlineageAdapterVersion=str(run.get("rlam_version") or ""), producer=PRODUCER)
+    engine = ProcessingEngineRunFacet(version=record.runtime_version("prefect"), name="prefect", openlineageAdapterVersion=str(run.get("rlam_version") or ""), producer=PRODUCER)
     parent_id = run_uuid("run", record.run_id)
     parent_job = Job(namespace=JOB_NAMESPACE, name="rlam", facets={"jobType": JobTypeJobFacet(processingType="BATCH", integration="RLAM_PREFECT", jobType="FLOW", producer=PRODUCER)})
-    events = [RunEvent(eventType=RunState.START, eventTime=_iso(run["started_at"]), run=Run(runId=parent_id, facets={"processing_engine": engine}), job=parent_job, producer=PRODUCER)]
+    events = [RunEvent(eventType=RunState.START, eventTime=iso(run["started_at"]), run=Run(runId=parent_id, facets={"processing_engine": engine}), job=parent_job, producer=PRODUCER)]
     parent_facet = ParentRunFacet(run=ParentRun(runId=parent_id), job=ParentJob(namespace=JOB_NAMESPACE, name="rlam"), producer=PRODUCER)
     for step in record.steps:
         events += _step_events(record, step, parent_facet)
@@ -73,7 +72,7 @@ def build_events(record: RunRecord) -> list[RunEvent]:
     if run.get("error_message"):
         facets["errorMessage"] = ErrorMessageRunFacet(message=run["error_message"], programmingLanguage="python", producer=PRODUCER)
     end = record.ended or max((s.ended for s in record.steps), default=run["started_at"])
-    events.append(RunEvent(eventType=terminal, eventTime=_iso(end), run=Run(runId=parent_id, facets=facets), job=parent_job, producer=PRODUCER))
+    events.append(RunEvent(eventType=terminal, eventTime=iso(end), run=Run(runId=parent_id, facets=facets), job=parent_job, producer=PRODUCER))
     return events
 
 
@@ -96,7 +95,7 @@ def _step_events(record: RunRecord, step: StepRecord, parent: ParentRunFacet) ->
     if row.get("output_hash"):
         digest = row["output_hash"]
         outputs.append(OutputDataset(namespace=DATASET_NAMESPACE, name=digest, facets={"version": DatasetVersionDatasetFacet(datasetVersion=digest, producer=PRODUCER)}))
-    start = RunEvent(eventType=RunState.START, eventTime=_iso(step.started), run=Run(runId=run_id, facets={"parent": parent, "rlam_step": details}), job=job, inputs=inputs, producer=PRODUCER)
+    start = RunEvent(eventType=RunState.START, eventTime=iso(step.started), run=Run(runId=run_id, facets={"parent": parent, "rlam_step": details}), job=job, inputs=inputs, producer=PRODUCER)
     facets: dict[str, Any] = {"parent": parent, "rlam_step": details}
     if step.status == "failed":
         state = RunState.FAIL
@@ -106,7 +105,7 @@ def _step_events(record: RunRecord, step: StepRecord, parent: ParentRunFacet) ->
         state = RunState.COMPLETE
     if step.error:
         facets["errorMessage"] = ErrorMessageRunFacet(message=step.error, programmingLanguage="python", producer=PRODUCER)
-    end = RunEvent(eventType=state, eventTime=_iso(step.ended), run=Run(runId=run_id, facets=facets), job=job, inputs=inputs, outputs=outputs, producer=PRODUCER)
+    end = RunEvent(eventType=state, eventTime=iso(step.ended), run=Run(runId=run_id, facets=facets), job=job, inputs=inputs, outputs=outputs, producer=PRODUCER)
     return [start, end]
 
 
@@ -147,13 +146,3 @@ def _facet(name: str, value: dict[str, Any]) -> Any:
     if name == "rlam_step":
         return RlamStepRunFacet(**fields)
     return fields
-
-
-def _prefect_version(record: RunRecord) -> str:
-    return str((record.environment.get("runtime") or {}).get("prefect") or "unknown")  # traces before runtime versions were recorded
-
-
-def _iso(moment: dt.datetime) -> str:
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=dt.timezone.utc)
-    return moment.isoformat()

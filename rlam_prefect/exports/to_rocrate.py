@@ -24,7 +24,7 @@ from rocrate.model.computerlanguage import ComputerLanguage
 from rocrate.model.contextentity import ContextEntity
 from rocrate.rocrate import ROCrate
 
-from rlam_prefect.exports.record import RunRecord, StepRecord
+from rlam_prefect.exports.record import RunRecord, StepRecord, iso
 from rlam_prefect.trace_schema import TABLES
 
 PROFILES = ("process", "workflow", "provenance")
@@ -49,13 +49,13 @@ def _build(record: RunRecord, scratch: Path) -> ROCrate:
     crate = ROCrate()
     crate.name = f"R-LAM {run['mode']} {record.run_id}"
     crate.description = f"An LLM-planned workflow run recorded by rlam-prefect: {len(record.steps)} steps, status {run['status']}."
-    crate.root_dataset["datePublished"] = _iso(dt.datetime.now(dt.timezone.utc))
+    crate.root_dataset["datePublished"] = iso(dt.datetime.now(dt.timezone.utc))
     crate.root_dataset["license"] = "MIT"
     for profile in PROFILES:
         entity = crate.add(ContextEntity(crate, f"https://w3id.org/ro/wfrun/{profile}/{PROFILE_VERSION}", properties={"@type": "CreativeWork", "name": f"{profile.title()} Run Crate", "version": PROFILE_VERSION}))
         crate.root_dataset.append_to("conformsTo", entity)
 
-    prefect = crate.add(ComputerLanguage(crate, "#prefect", properties={"name": "Prefect", "url": {"@id": "https://www.prefect.io/"}, "version": _version_of(record, "prefect")}))
+    prefect = crate.add(ComputerLanguage(crate, "#prefect", properties={"name": "Prefect", "url": {"@id": "https://www.prefect.io/"}, "version": record.runtime_version("prefect")}))
     workflow = crate.add_workflow(_flow_source(), "flows/rlam_flow.py", main=True, lang=prefect, properties={"name": "rlam flow", "description": "Ask the planner for the next typed action, execute it through the R-LAM layer, repeat."})
     engine = crate.add(ContextEntity(crate, "#rlam-prefect", properties={"@type": "SoftwareApplication", "name": "rlam-prefect", "version": str(run.get("rlam_version") or "")}))
     agent = None
@@ -86,8 +86,8 @@ def _build(record: RunRecord, scratch: Path) -> ROCrate:
         properties={
             "@type": "CreateAction",
             "name": f"{run['mode']} {record.run_id}",
-            "startTime": _iso(run["started_at"]),
-            "endTime": _iso(record.ended) if record.ended else None,
+            "startTime": iso(run["started_at"]),
+            "endTime": iso(record.ended) if record.ended else None,
             "actionStatus": COMPLETED if run["status"] == "completed" else FAILED,
             "description": f"metrics: {run.get('metrics') or '{}'}",
             **({"error": run["error_message"]} if run.get("error_message") else {}),
@@ -120,8 +120,8 @@ def _step_action(crate: ROCrate, record: RunRecord, step: StepRecord, tool: Any,
     properties: dict[str, Any] = {
         "@type": "CreateAction",
         "name": f"{step.action} #{step.number} ({served})",
-        "startTime": _iso(step.started),
-        "endTime": _iso(step.ended),
+        "startTime": iso(step.started),
+        "endTime": iso(step.ended),
         "actionStatus": FAILED if step.status in ("failed", "rejected") else COMPLETED,
         "description": f"status {step.status}; cache key {row.get('cache_key') or '-'}; environment {row.get('env_hash') or '-'}",
     }
@@ -179,13 +179,3 @@ def _flow_source() -> str:
     if spec is None or spec.origin is None:
         raise FileNotFoundError("flows/rlam_flow.py is not importable from this environment")
     return spec.origin
-
-
-def _version_of(record: RunRecord, package: str) -> str:
-    return str((record.environment.get("runtime") or {}).get(package) or "unknown")  # traces before runtime versions were recorded
-
-
-def _iso(moment: dt.datetime) -> str:
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=dt.timezone.utc)
-    return moment.isoformat()
