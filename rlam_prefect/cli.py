@@ -163,6 +163,9 @@ def _flow_command(args: argparse.Namespace) -> bool:
     return args.command in ("replay", "fork") or (args.command == "run" and args.pipeline == "rlam")
 
 
+COMPACT_HINT_RUNS = 2000  # about 2.5 s of reading two small files per run on the reference machine
+
+
 def _dispatch(args: argparse.Namespace) -> int:
     from rlam_prefect.trace import TraceStore
 
@@ -173,6 +176,8 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         rows = runs_table(store, args.limit)
         _emit(rows, args.json, render_runs)
+        if store.uncompacted_runs >= COMPACT_HINT_RUNS:
+            print(f"rlam: {store.uncompacted_runs:,} runs were read from their own files; `rlam compact` makes listing them faster", file=sys.stderr)
         return 0
     if args.command == "server":
         return _server_command(home, args)

@@ -134,3 +134,17 @@ def test_a_flipped_byte_is_an_error_or_changes_nothing(tmp_path, sample_file, po
 def test_garbage_files_are_errors(tmp_path, garbage):
     with pytest.raises(TraceCorruptError):
         _read_damaged(tmp_path, garbage)
+
+
+def test_files_from_before_a_column_existed_read_it_as_nulls_beside_new_ones(store):
+    """Many files are read in one dataset scan; an older file's missing columns must still come back as nulls."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    store.append_step({**_step("r1", 2), "approval": "approved"})
+    old = {k: v for k, v in _step("r1", 1).items()}  # the columns an early version wrote, nothing newer
+    pq.write_table(pa.Table.from_pylist([old]), store.root / "steps" / "r1" / "step-00001-old.parquet")
+    first, second = store.steps("r1")
+    assert (first["step"], first["approval"], first["action"]) == (1, None, "load_dataset")
+    assert (second["step"], second["approval"]) == (2, "approved")
+    assert set(first) == set(second)

@@ -36,9 +36,11 @@ def store(tmp_path: Path) -> TraceStore:
 
 def test_compact_keeps_every_answer_and_every_file(store: TraceStore) -> None:
     before_rows, before_files = store.runs(), _snapshot(store.root)
+    assert store.uncompacted_runs == 3  # what `rlam runs` bases its hint to compact on
     outcome = store.compact()
     assert outcome["runs"] == 2 and outcome["rows"] == 4 and Path(outcome["segment"]).parent == store.root / SEGMENTS / "runs"
     assert store.runs() == before_rows  # same rows, same order, the unfinished run still read from its partition
+    assert store.uncompacted_runs == 1
     after = _snapshot(store.root)
     assert {k: after[k] for k in before_files} == before_files  # nothing rewritten or removed
     assert [k for k in after if k not in before_files] == [str(Path(outcome["segment"]).relative_to(store.root))]
