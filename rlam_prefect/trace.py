@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 
 from rlam_prefect.errors import TraceCorruptError, UnknownRunError, one_line
 from rlam_prefect.home import Home
-from rlam_prefect.secrets import redact
+from rlam_prefect.secrets import redact, secret_values
 from rlam_prefect.trace_schema import TABLES
 
 
@@ -181,7 +181,8 @@ def _write_new(directory: Path, name: str, data: pa.Table) -> Path:
     final = directory / f"{name}.parquet"
     tmp = directory / f".{name}.{uuid.uuid4().hex}.tmp"
     try:
-        pq.write_table(data, tmp, write_page_checksum=True)  # damage is detected on read, not decoded
+        # page checksums: damage is detected on read, not decoded; a dictionary only pays off beyond one row
+        pq.write_table(data, tmp, write_page_checksum=True, use_dictionary=data.num_rows > 1)
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
         os.link(tmp, final)
@@ -197,7 +198,8 @@ def _arrow_rows(table: str, rows: list[Mapping[str, Any]]) -> pa.Table:
 
 
 def _redacted(row: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: redact(v) if isinstance(v, str) else v for k, v in row.items()}
+    secrets = secret_values()
+    return {k: redact(v, secrets) if isinstance(v, str) else v for k, v in row.items()}
 
 
 def _current(events: Iterable[dict[str, Any]]) -> dict[str, Any]:
