@@ -21,6 +21,7 @@ from rlam_prefect.engine import RunSession
 from rlam_prefect.home import Home
 from rlam_prefect.planning import prepare_plan, with_dataset
 from rlam_prefect.prefect_artifacts import name_flow_run, publish_run_artifacts
+from rlam_prefect.prefect_client import shared_sync_client
 from rlam_prefect.trace import TraceStore
 
 
@@ -54,42 +55,43 @@ async def rlam_flow(
     (or "all") pre-approved; any other action the policy gates pauses this flow run for a person's
     decision (approval_timeout seconds, default 3600).
     """
-    home = Home.from_env()
-    plan = prepare_plan(
-        TraceStore(home),
-        run_id=run_id,
-        planner=planner,
-        temperature=temperature,
-        seed=seed,
-        max_steps=max_steps,
-        target_accuracy=target_accuracy,
-        overrides=with_dataset(overrides, dataset),
-        replay_of=replay_of,
-        fork_of=fork_of,
-        fork_step=fork_step,
-        pin_decisions=pin_decisions,
-        inject_failures=inject_failures or (),
-        policy=policy,
-        approve=approve or (),
-        approval_timeout=approval_timeout,
-    )
-    name_flow_run(f"{plan.mode}-{plan.run_id}")  # a deployment run starts with a random name
-    session = RunSession(home, plan, flow_run.get_id())
-    session.start()
-    try:
-        while (decision := session.next_decision()) is not None:
-            session.execute(decision)
-    except BaseException as exc:  # recorded, then re-raised: the run must not look completed
-        session.finish(error=f"{type(exc).__name__}: {exc}")
-        if isinstance(exc, Exception):
-            try:
-                await publish_run_artifacts(session.store, plan.run_id)
-            except Exception as publish_error:  # the run's own failure stays the one raised
-                exc.add_note(f"publishing the run's artifacts failed too: {publish_error}")
-        raise
-    summary = session.finish()
-    await publish_run_artifacts(session.store, plan.run_id)  # steps, lineage and metrics on the flow run page
-    if summary["status"] != "completed":
-        # a failed run is an outcome, not a crash: mark the flow run failed without a traceback
-        return Failed(message=f"run {plan.run_id} {summary['status']}: see `rlam show {plan.run_id}`")
-    return {"run_id": plan.run_id, "status": summary["status"]}
+    with shared_sync_client():  # one API client for every task run's storage lookups (see prefect_client.py)
+        home = Home.from_env()
+        plan = prepare_plan(
+            TraceStore(home),
+            run_id=run_id,
+            planner=planner,
+            temperature=temperature,
+            seed=seed,
+            max_steps=max_steps,
+            target_accuracy=target_accuracy,
+            overrides=with_dataset(overrides, dataset),
+            replay_of=replay_of,
+            fork_of=fork_of,
+            fork_step=fork_step,
+            pin_decisions=pin_decisions,
+            inject_failures=inject_failures or (),
+            policy=policy,
+            approve=approve or (),
+            approval_timeout=approval_timeout,
+        )
+        name_flow_run(f"{plan.mode}-{plan.run_id}")  # a deployment run starts with a random name
+        session = RunSession(home, plan, flow_run.get_id())
+        session.start()
+        try:
+            while (decision := session.next_decision()) is not None:
+                session.execute(decision)
+        except BaseException as exc:  # recorded, then re-raised: the run must not look completed
+            session.finish(error=f"{type(exc).__name__}: {exc}")
+            if isinstance(exc, Exception):
+                try:
+                    await publish_run_artifacts(session.store, plan.run_id)
+                except Exception as publish_error:  # the run's own failure stays the one raised
+                    exc.add_note(f"publishing the run's artifacts failed too: {publish_error}")
+            raise
+        summary = session.finish()
+        await publish_run_artifacts(session.store, plan.run_id)  # steps, lineage and metrics on the flow run page
+        if summary["status"] != "completed":
+            # a failed run is an outcome, not a crash: mark the flow run failed without a traceback
+            return Failed(message=f"run {plan.run_id} {summary['status']}: see `rlam show {plan.run_id}`")
+        return {"run_id": plan.run_id, "status": summary["status"]}
