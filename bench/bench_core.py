@@ -276,8 +276,9 @@ def phases_child(home_dir: Path, run_id: str, out: Path) -> None:
 
     marks["import_prefect"] = time.perf_counter() - t
     t = time.perf_counter()
-    from flows.rlam_flow import rlam_flow
+    import flows.rlam_flow  # noqa: F401  (call_flow imports it lazily; timed here as before)
     from rlam_prefect.engine import add_step_listener
+    from rlam_prefect.runner import call_flow
 
     marks["import_flow_and_engine"] = time.perf_counter() - t
     t = time.perf_counter()
@@ -303,7 +304,7 @@ def phases_child(home_dir: Path, run_id: str, out: Path) -> None:
     rows: list[dict[str, Any]] = []
     add_step_listener(rows.append)
     t = time.perf_counter()
-    asyncio.run(rlam_flow(replay_of=run_id))
+    call_flow({"replay_of": run_id})  # exactly as `rlam replay` calls it
     marks["flow_call"] = time.perf_counter() - t
     marks["tasks"] = sum(r["duration_s"] for r in rows)
     marks["trace_io"] = io["s"]
@@ -361,8 +362,9 @@ def overhead_child(server_home: Path, state_root: Path, repeats: int, out: Path)
     os.environ["PREFECT_HOME"] = str(home.prefect)
     configure(home)  # the CLI's quiet defaults (logging level, analytics off); starts nothing with the URL set
 
-    from flows.rlam_flow import rlam_flow
     from rlam_prefect.engine import add_step_listener
+    from rlam_prefect.prefect_client import shared_sync_client
+    from rlam_prefect.runner import call_flow
 
     plain_flow = build_plain_flow()
     rows: list[dict[str, Any]] = []
@@ -373,16 +375,18 @@ def overhead_child(server_home: Path, state_root: Path, repeats: int, out: Path)
         rows.clear()
         start = time.perf_counter()
         run_id = uuid.uuid4().hex[:12]
-        # named as `rlam` names its flow runs (runner.execute), so the flow does not rename itself through the API
-        flow = rlam_flow.with_options(flow_run_name=f"run-{run_id}")
-        asyncio.run(flow(run_id=run_id, overrides=overrides, planner="fixed"))  # an async flow (see flows/rlam_flow.py)
+        call_flow({"run_id": run_id, "overrides": overrides, "planner": "fixed"})  # exactly as `rlam run` calls it
         call = time.perf_counter() - start
         statuses = [r["status"] for r in rows]
         return {"call_s": call, "steps_s": sum(r["duration_s"] for r in rows), "executed": statuses.count("executed"), "cached": statuses.count("cached")}
 
-    def run_plain(overrides: dict[str, Any] | None) -> dict[str, Any]:
+    def run_plain(overrides: dict[str, Any] | None, shared_client: bool = False) -> dict[str, Any]:
         start = time.perf_counter()
-        inner = asyncio.run(plain_flow(overrides=overrides))
+        if shared_client:  # the same Prefect client reuse `rlam` does, to separate it from the layer's own cost
+            with shared_sync_client():
+                inner = asyncio.run(plain_flow(overrides=overrides))
+        else:
+            inner = asyncio.run(plain_flow(overrides=overrides))
         return {"call_s": time.perf_counter() - start, "body_s": inner["body_s"], "steps_s": inner["task_s"]}
 
     shared = state_root / "shared"
@@ -390,6 +394,7 @@ def overhead_child(server_home: Path, state_root: Path, repeats: int, out: Path)
         "plain": lambda i: run_plain({"preprocess_data": {"random_state": 1000 + i}}),
         "rlam_overrides": lambda i: run_rlam(shared, {"preprocess_data": {"random_state": 1000 + i}}),
         "rlam_fresh_home": lambda i: run_rlam(state_root / f"fresh-{i}", None),
+        "plain_shared_client": lambda i: run_plain({"preprocess_data": {"random_state": 2000 + i}}, shared_client=True),
         "plain_workload": lambda i: run_plain(OVERHEAD_WORKLOAD),
         "rlam_workload": lambda i: run_rlam(state_root / f"workload-{i}", OVERHEAD_WORKLOAD),
     }
@@ -469,7 +474,7 @@ def condense_overhead(raw: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
         plain, rlam = result["variants"][baseline], result["variants"][name]
         call_delta = rlam["flow_call"]["median_s"] - plain["flow_call"]["median_s"]
         step_delta = rlam["steps_sum"]["median_s"] - plain["steps_sum"]["median_s"]
-        result[f"{name}_vs_plain"] = {
+        result[comparison_key(name, baseline)] = {
             "flow_call_ratio": round(rlam["flow_call"]["median_s"] / plain["flow_call"]["median_s"], 3),
             "per_step_overhead_ms": round(call_delta / N_STEPS * 1000, 1),
             "steps_sum_ratio": round(rlam["steps_sum"]["median_s"] / plain["steps_sum"]["median_s"], 3),
@@ -599,10 +604,15 @@ OVERHEAD_LABELS = {
     "plain": "plain Prefect flow (NO_CACHE, no persistence)",
     "rlam_overrides": "R-LAM flow, new preprocess_data.random_state per iteration",
     "rlam_fresh_home": "R-LAM flow, fresh RLAM_HOME per iteration",
+    "plain_shared_client": "plain Prefect flow called inside one shared sync client (as `rlam` calls its flow)",
     "plain_workload": "plain Prefect flow, ~1 s of training (synthetic 8000x20, 40 trees)",
     "rlam_workload": "R-LAM flow, ~1 s of training, fresh RLAM_HOME per iteration",
 }
-OVERHEAD_COMPARISONS = (("rlam_overrides", "plain"), ("rlam_fresh_home", "plain"), ("rlam_workload", "plain_workload"))
+def comparison_key(name: str, baseline: str) -> str:
+    return f"{name}_vs_plain" if baseline in ("plain", "plain_workload") else f"{name}_vs_{baseline}"
+
+
+OVERHEAD_COMPARISONS = (("rlam_overrides", "plain"), ("rlam_fresh_home", "plain"), ("rlam_workload", "plain_workload"), ("rlam_fresh_home", "plain_shared_client"))
 
 
 def render_overhead(overhead: dict[str, Any]) -> list[str]:
@@ -622,7 +632,7 @@ def render_overhead(overhead: dict[str, Any]) -> list[str]:
         lines.append(f"| {OVERHEAD_LABELS[name]} | {counts} | {entry['flow_call']['median_s']:.3f} | {entry['flow_call']['min_s']:.3f} | {entry['steps_sum']['median_s']:.3f} |")
     lines += ["", "| comparison | flow call ratio | overhead ms/step (flow call) | steps ratio | overhead ms/step (steps) |", "|---|---:|---:|---:|---:|"]
     for name, baseline in OVERHEAD_COMPARISONS:
-        c = overhead.get(f"{name}_vs_plain")
+        c = overhead.get(comparison_key(name, baseline))
         if c is None:  # results recorded before this comparison existed
             continue
         lines.append(f"| {OVERHEAD_LABELS[name]} vs {OVERHEAD_LABELS[baseline].split(',')[0]}{', ~1 s of training' if baseline.endswith('workload') else ''} | {c['flow_call_ratio']:.2f} | {c['per_step_overhead_ms']:.1f} | {c['steps_sum_ratio']:.2f} | {c['per_step_overhead_ms_step_level']:.1f} |")

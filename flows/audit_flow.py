@@ -31,8 +31,7 @@ async def audit_flow(limit: int = 5, max_age_hours: float | None = None) -> dict
     verdicts = []
     for run_id in select_runs(store, limit, max_age_hours):
         replay_id = new_run_id()
-        replay = rlam_flow.with_options(flow_run_name=f"replay-{replay_id}")
-        state = await replay(replay_of=run_id, run_id=replay_id, return_state=True)
+        state = await rlam_flow(replay_of=run_id, run_id=replay_id, return_state=True)
         verdicts.append(judge_replay(store, run_id, replay_id, state.message))
     audit = summarize(verdicts)
     publish_audit_artifact(audit)

@@ -20,12 +20,12 @@ from prefect.states import Failed, State
 from rlam_prefect.engine import RunSession
 from rlam_prefect.home import Home
 from rlam_prefect.planning import prepare_plan, with_dataset
-from rlam_prefect.prefect_artifacts import name_flow_run, publish_run_artifacts
+from rlam_prefect.prefect_artifacts import flow_run_name, name_flow_run, publish_run_artifacts
 from rlam_prefect.prefect_client import shared_sync_client
 from rlam_prefect.trace import TraceStore
 
 
-@flow(name="rlam", persist_result=False)
+@flow(name="rlam", persist_result=False, flow_run_name=flow_run_name)
 async def rlam_flow(
     run_id: str | None = None,
     planner: str | None = None,

@@ -47,7 +47,7 @@ async def run_fork(home: str, run_id: str, params: dict[str, Any]) -> dict[str, 
     # each result file as soon as its step ends, so the fork's steps must commit as they finish,
     # exactly as in a top-level `rlam fork`.
     with transaction(commit_mode=CommitMode.EAGER):
-        state = await rlam_flow.with_options(flow_run_name=f"fork-{run_id}")(**params, return_state=True)
+        state = await rlam_flow(**params, return_state=True)
     if not state.is_completed():
         return Failed(message=f"fork {run_id} ended {state.name}: {state.message}")
     return {"run_id": run_id, "state": state.name}

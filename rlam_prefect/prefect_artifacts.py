@@ -121,6 +121,20 @@ def publish_audit_artifact(audit: dict[str, Any]) -> UUID:
     return create_markdown_artifact(text, key=AUDIT_KEY, description=audit["message"][:500], _sync=True)  # type: ignore[call-arg]
 
 
+def flow_run_name() -> str:
+    """``<mode>-<run_id>`` from the flow run's parameters, set when the run is created.
+
+    Given to the ``@flow`` decorator instead of ``rlam_flow.with_options(flow_run_name=...)`` per
+    call, which rebuilt the Flow object (about 30 ms a run). A deployment run without a
+    ``run_id`` is renamed by ``name_flow_run`` once its id is chosen.
+    """
+    from prefect.runtime import flow_run
+
+    params = flow_run.parameters
+    mode = "replay" if params.get("replay_of") else "fork" if params.get("fork_of") else "run"
+    return f"{mode}-{params.get('run_id') or 'planning'}"
+
+
 def name_flow_run(name: str) -> None:
     """Rename the current flow run (a deployment run gets a random name) so the UI shows ``<mode>-<run_id>``."""
     from prefect.client.orchestration import get_client

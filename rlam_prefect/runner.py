@@ -39,12 +39,22 @@ def flow_parameters(plan: RunPlan) -> dict[str, Any]:
     return params
 
 
+def call_flow(params: dict[str, Any]) -> Any:
+    """The rlam flow run for ``params``, as its final state; one sync API client serves the whole call.
+
+    Prefect builds a new sync client (about 20 ms) for each storage lookup it makes outside a
+    client context, two of them before the flow body starts (see ``prefect_client.py``).
+    """
+    from flows.rlam_flow import rlam_flow
+    from rlam_prefect.prefect_client import shared_sync_client
+
+    with shared_sync_client():
+        return asyncio.run(rlam_flow(**params, return_state=True))  # an async flow: see flows/rlam_flow.py
+
+
 def execute(plan: RunPlan, home: Home) -> dict[str, Any]:
     configure(home)
-    from flows.rlam_flow import rlam_flow
-
-    flow = rlam_flow.with_options(flow_run_name=f"{plan.mode}-{plan.run_id}")
-    state = asyncio.run(flow(**flow_parameters(plan), return_state=True))  # an async flow: see flows/rlam_flow.py
+    state = call_flow(flow_parameters(plan))
     store = TraceStore(home)
     try:
         return run_report(store, plan.run_id)  # the trace, not the flow's return value, is the record
