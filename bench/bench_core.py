@@ -608,6 +608,9 @@ OVERHEAD_LABELS = {
     "plain_workload": "plain Prefect flow, ~1 s of training (synthetic 8000x20, 40 trees)",
     "rlam_workload": "R-LAM flow, ~1 s of training, fresh RLAM_HOME per iteration",
 }
+BASELINE_NAMES = {"plain": "the plain flow", "plain_workload": "the plain flow, ~1 s of training", "plain_shared_client": "the plain flow in one shared client"}
+
+
 def comparison_key(name: str, baseline: str) -> str:
     return f"{name}_vs_plain" if baseline in ("plain", "plain_workload") else f"{name}_vs_{baseline}"
 
@@ -635,7 +638,7 @@ def render_overhead(overhead: dict[str, Any]) -> list[str]:
         c = overhead.get(comparison_key(name, baseline))
         if c is None:  # results recorded before this comparison existed
             continue
-        lines.append(f"| {OVERHEAD_LABELS[name]} vs {OVERHEAD_LABELS[baseline].split(',')[0]}{', ~1 s of training' if baseline.endswith('workload') else ''} | {c['flow_call_ratio']:.2f} | {c['per_step_overhead_ms']:.1f} | {c['steps_sum_ratio']:.2f} | {c['per_step_overhead_ms_step_level']:.1f} |")
+        lines.append(f"| {OVERHEAD_LABELS[name]} vs {BASELINE_NAMES[baseline]} | {c['flow_call_ratio']:.2f} | {c['per_step_overhead_ms']:.1f} | {c['steps_sum_ratio']:.2f} | {c['per_step_overhead_ms_step_level']:.1f} |")
     plain = overhead["variants"]["plain"]
     lines += ["", f"Plain flow: median body {plain['flow_body']['median_s']:.3f} s inside a median call of {plain['flow_call']['median_s']:.3f} s."]
     return lines
