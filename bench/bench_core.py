@@ -612,7 +612,7 @@ BASELINE_NAMES = {"plain": "the plain flow", "plain_workload": "the plain flow, 
 
 
 def comparison_key(name: str, baseline: str) -> str:
-    return f"{name}_vs_plain" if baseline in ("plain", "plain_workload") else f"{name}_vs_{baseline}"
+    return f"{name}_vs_{baseline}"
 
 
 OVERHEAD_COMPARISONS = (("rlam_overrides", "plain"), ("rlam_fresh_home", "plain"), ("rlam_workload", "plain_workload"), ("rlam_fresh_home", "plain_shared_client"))

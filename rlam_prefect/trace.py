@@ -16,7 +16,7 @@ import datetime as dt
 import os
 import socket
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -93,10 +93,10 @@ class TraceStore:
         return sorted(self._read_partition("decisions", run_id), key=lambda r: (r["step"], r["recorded_at"]))
 
     def run(self, run_id: str) -> dict[str, Any]:
-        events = self._read_partition("runs", run_id)
+        events = _latest_per_run(self._partition_table("runs", run_id)).to_pylist()
         if not events:
             raise UnknownRunError(f"unknown run {run_id!r} in {self.root}")
-        return _current(events)
+        return _with_liveness(events[0])
 
     def run_events(self, run_id: str) -> list[dict[str, Any]]:
         """A run's rows as recorded (start, end), oldest first."""
@@ -112,10 +112,9 @@ class TraceStore:
         if not table_dir.exists():
             return []
         segments = self._segment_table()
-        covered = set(segments.column("run_id").to_pylist())
-        uncovered = [entry.path for entry in os.scandir(table_dir) if entry.name not in covered and entry.is_dir()]
+        uncovered = self._uncompacted_partitions(segments)
         self.uncompacted_runs = len(uncovered)
-        events = pa.concat_tables([segments, _read_files([f for d in uncovered for f in _parquet_files(Path(d))], "runs")])
+        events = pa.concat_tables([segments, _read_files([f for d in uncovered for f in _parquet_files(d)], "runs")])
         current = [_with_liveness(row) for row in _latest_per_run(events).to_pylist()]
         return sorted(current, key=lambda r: r["started_at"] or r["recorded_at"], reverse=True)
 
@@ -135,7 +134,7 @@ class TraceStore:
         raise UnknownRunError(f"run id {ref!r} is ambiguous: {', '.join(sorted(matches)[:5])}")
 
     def files(self) -> list[Path]:
-        return _parquet_files(self.root) if self.root.exists() else []
+        return _parquet_files(self.root)
 
     # ---- compaction (additive: new segment files, nothing removed or rewritten) ------------
 
@@ -147,28 +146,36 @@ class TraceStore:
         files stay where they are and remain the record, so any Parquet query over
         ``traces/runs/**`` is unchanged. Segments live in ``traces/_segments/runs/``.
         """
-        table_dir = self.root / "runs"
-        covered = set(self._segment_table().column("run_id").to_pylist())
-        uncovered = sorted(e.path for e in os.scandir(table_dir) if e.name not in covered and e.is_dir()) if table_dir.exists() else []
-        events = _read_files([f for d in uncovered for f in _parquet_files(Path(d))], "runs")
+        segments = self._segment_table()
+        covered = pc.count_distinct(segments["run_id"]).as_py()
+        events = _read_files([f for d in self._uncompacted_partitions(segments) for f in _parquet_files(d)], "runs")
         finished = pc.unique(events.filter(pc.equal(events["event"], "end"))["run_id"])
         events = events.filter(pc.is_in(events["run_id"], value_set=finished))
         if not events.num_rows:
-            return {"segment": None, "runs": 0, "rows": 0, "already_compacted": len(covered)}
+            return {"segment": None, "runs": 0, "rows": 0, "already_compacted": covered}
         events = events.sort_by([("run_id", "ascending"), ("event", "descending")])  # "start" before "end"
         name = f"runs-{utcnow():%Y%m%dT%H%M%S%f}-{uuid.uuid4().hex[:8]}"
         path = _write_new(self.root / SEGMENTS / "runs", name, events)  # rows were redacted when first written
-        return {"segment": str(path), "runs": len(finished), "rows": events.num_rows, "already_compacted": len(covered)}
+        return {"segment": str(path), "runs": len(finished), "rows": events.num_rows, "already_compacted": covered}
 
     def _segment_table(self) -> pa.Table:
         directory = self.root / SEGMENTS / "runs"
-        return _read_files(_parquet_files(directory) if directory.is_dir() else [], "runs")
+        return _read_files(_parquet_files(directory), "runs")
+
+    def _uncompacted_partitions(self, segments: pa.Table) -> list[Path]:
+        """The runs-table partitions of runs not in ``segments``, by run id."""
+        table_dir = self.root / "runs"
+        if not table_dir.is_dir():
+            return []
+        covered = set(segments.column("run_id").to_pylist())
+        return sorted(Path(e.path) for e in os.scandir(table_dir) if e.name not in covered and e.is_dir())
+
+    def _partition_table(self, table: str, partition: str) -> pa.Table:
+        directory = self.root / table / partition
+        return _read_files(_parquet_files(directory), table)
 
     def _read_partition(self, table: str, partition: str) -> list[dict[str, Any]]:
-        directory = self.root / table / partition
-        if not directory.is_dir():
-            return []
-        return _read_files(_parquet_files(directory), table).to_pylist()
+        return self._partition_table(table, partition).to_pylist()
 
 
 _EVENT_ORDER = {"start": "00", "end": "01"}
@@ -202,12 +209,8 @@ def _redacted(row: Mapping[str, Any]) -> dict[str, Any]:
     return {k: redact(v, secrets) if isinstance(v, str) else v for k, v in row.items()}
 
 
-def _current(events: Iterable[dict[str, Any]]) -> dict[str, Any]:
-    return _with_liveness(max(events, key=lambda r: (_EVENT_ORDER.get(r["event"], "99"), r["recorded_at"])))
-
-
 def _latest_per_run(events: pa.Table) -> pa.Table:
-    """Each run's latest event (end over start, then the newest), as ``_current`` picks it, for many runs at once."""
+    """Each run's current event: its end event over its start, then the newest recorded."""
     if not events.num_rows:
         return events
     ordered = events.sort_by([("run_id", "ascending"), ("event", "ascending"), ("recorded_at", "descending")])  # "end" < "start"
@@ -236,7 +239,7 @@ def _owner_alive(row: Mapping[str, Any]) -> bool:
 
 
 def _parquet_files(directory: Path) -> list[Path]:
-    """Trace files under ``directory`` (os.walk: a tenth of rglob's cost, which matters for 10^5 partitions)."""
+    """Trace files under ``directory``, none if it does not exist (os.walk: a tenth of rglob's cost, for 10^5 partitions)."""
     found = [
         Path(parent, name)
         for parent, _, names in os.walk(directory)
