@@ -90,8 +90,8 @@ IMPORTS: dict[str, str] = {
     "python_startup": "pass",
     "import_prefect": "import prefect",
     "import_sklearn_linear_model": "import sklearn.linear_model",
-    "import_rlam_prefect_cli": "import rlam_prefect.cli",
-    "executor_client": "import rlam_prefect.cli, rlam_prefect.executor as e; e.fingerprint()",
+    "import_rlam_prefect_cli": "import rlam_prefect.cli.main",
+    "executor_client": "import rlam_prefect.cli.main, rlam_prefect.local.executor_client as e; e.fingerprint()",
 }
 
 
@@ -262,23 +262,23 @@ def executor_commands(home: Path) -> int:
 def phases_child(home_dir: Path, run_id: str, out: Path) -> None:
     """One in-process replay split into phases: imports, server connect, flow call (tasks, trace I/O, engine)."""
     t0 = time.perf_counter()
-    from rlam_prefect.backend import configure
-    from rlam_prefect.home import Home
-    from rlam_prefect.trace import TraceStore
+    from rlam_prefect.local.backend import configure
+    from rlam_prefect.core.home import HomeLayout
+    from rlam_prefect.record.store import TraceStore
 
     marks = {"import_rlam": time.perf_counter() - t0}
     os.environ["RLAM_HOME"] = str(home_dir)
     t = time.perf_counter()
-    configure(Home(home_dir))  # health check of this home's running server
+    configure(HomeLayout(home_dir))  # health check of this home's running server
     marks["server_connect"] = time.perf_counter() - t
     t = time.perf_counter()
     import prefect  # noqa: F401
 
     marks["import_prefect"] = time.perf_counter() - t
     t = time.perf_counter()
-    import flows.rlam_flow  # noqa: F401  (call_flow imports it lazily; timed here as before)
-    from rlam_prefect.engine import add_step_listener
-    from rlam_prefect.runner import call_flow
+    import rlam_prefect.prefect.flow  # noqa: F401  (call_flow imports it lazily; timed here as before)
+    from rlam_prefect.execution.session import add_step_listener
+    from rlam_prefect.prefect.runner import call_flow
 
     marks["import_flow_and_engine"] = time.perf_counter() - t
     t = time.perf_counter()
@@ -351,27 +351,27 @@ OVERHEAD_WORKLOAD = {"load_dataset": {"name": "synthetic", "n_samples": 8000, "n
 
 def overhead_child(server_home: Path, state_root: Path, repeats: int, out: Path) -> None:
     """Plain Prefect flow vs the R-LAM flow, same tasks, same process, same server."""
-    from rlam_prefect.backend import configure
-    from rlam_prefect.home import Home
-    from rlam_prefect.server import ensure_server
+    from rlam_prefect.local.backend import configure
+    from rlam_prefect.core.home import HomeLayout
+    from rlam_prefect.local.server import ensure_server
 
     assert "prefect" not in sys.modules, "Prefect imported before its API was configured"
-    home = Home(server_home)
+    home = HomeLayout(server_home)
     url = ensure_server(home)
     os.environ["PREFECT_API_URL"] = url
     os.environ["PREFECT_HOME"] = str(home.prefect)
     configure(home)  # the CLI's quiet defaults (logging level, analytics off); starts nothing with the URL set
 
-    from rlam_prefect.engine import add_step_listener
-    from rlam_prefect.prefect_client import shared_sync_client
-    from rlam_prefect.runner import call_flow
+    from rlam_prefect.execution.session import add_step_listener
+    from rlam_prefect.prefect.client import shared_sync_client
+    from rlam_prefect.prefect.runner import call_flow
 
     plain_flow = build_plain_flow()
     rows: list[dict[str, Any]] = []
     add_step_listener(rows.append)
 
     def run_rlam(rlam_home: Path, overrides: dict[str, Any] | None) -> dict[str, Any]:
-        os.environ["RLAM_HOME"] = str(rlam_home)  # the flow reads it through Home.from_env()
+        os.environ["RLAM_HOME"] = str(rlam_home)  # the flow reads it through HomeLayout.from_env()
         rows.clear()
         start = time.perf_counter()
         run_id = uuid.uuid4().hex[:12]
@@ -410,11 +410,12 @@ def overhead_child(server_home: Path, state_root: Path, repeats: int, out: Path)
 
 def build_plain_flow() -> Any:
     """A Prefect flow of the same five actions, no cache, no persistence, no R-LAM layer."""
-    import tasks  # registers the actions
+    import tasks  # noqa: F401 - registers the actions
+    from rlam_prefect.actions.project import fixed_order
     from prefect import flow, task
     from prefect.cache_policies import NO_CACHE
 
-    from rlam_prefect.actions import get_action
+    from rlam_prefect.actions.registry import get_action
 
     def make_task(name: str) -> Any:
         spec = get_action(name)
@@ -425,7 +426,7 @@ def build_plain_flow() -> Any:
         run_action.__name__ = run_action.__qualname__ = name
         return task(run_action, name=name, cache_policy=NO_CACHE, persist_result=False)
 
-    plain_tasks = {name: make_task(name) for name in tasks.SEED_ORDER}
+    plain_tasks = {name: make_task(name) for name in fixed_order()}
 
     # async like the R-LAM flow, so both use the same Prefect engine (the sync one waits for its heartbeat thread)
     @flow(name="plain-bench", persist_result=False)
@@ -433,7 +434,7 @@ def build_plain_flow() -> Any:
         body_start = time.perf_counter()
         artifacts: dict[str, Any] = {}
         task_s = 0.0
-        for name in tasks.SEED_ORDER:
+        for name in fixed_order():
             spec = get_action(name)
             params = spec.validate_params((overrides or {}).get(name, {}))
             inputs = {arg: artifacts[kind] for arg, kind in spec.input_kinds.items()}
@@ -497,7 +498,7 @@ def server_processes(marker: str | None = None) -> list[dict[str, Any]]:
             environ = (proc / "environ").read_bytes().decode(errors="replace") if marker else ""
         except OSError:
             continue
-        if ("prefect server start" in cmdline or "rlam_prefect.server" in cmdline or "rlam_prefect.executor" in cmdline) and (marker is None or marker in environ):
+        if ("prefect server start" in cmdline or "rlam_prefect.local.server" in cmdline or "rlam_prefect.cli.executor_entry" in cmdline) and (marker is None or marker in environ):
             found.append({"pid": int(proc.name), "cmdline": cmdline})
     return found
 

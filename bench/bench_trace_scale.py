@@ -8,7 +8,7 @@ directory) would take hours here, so the generator writes the SAME layout and sc
 pyarrow directly (``traces/<table>/<run_id>/<name>.parquet``, page checksums on) but without
 fsync. Each run has a start and an end event and S step rows; every 10th run is a fork of the
 run before it (so lineage walks an ancestry). Rows are a real run's shape with distinct ids.
-What is measured afterwards goes through the real ``TraceStore`` and ``rlam_prefect.lineage``:
+What is measured afterwards goes through the real ``TraceStore`` and ``rlam_prefect.record.lineage``:
 before and after ``TraceStore.compact()``. Measurement only: nothing asserts a timing.
 """
 
@@ -34,9 +34,9 @@ import datetime as dt  # noqa: E402
 import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
-from rlam_prefect.home import Home  # noqa: E402
-from rlam_prefect.trace import TraceStore  # noqa: E402
-from rlam_prefect.trace_schema import TABLES  # noqa: E402
+from rlam_prefect.core.home import HomeLayout  # noqa: E402
+from rlam_prefect.record.store import TraceStore  # noqa: E402
+from rlam_prefect.record.schema import TABLES  # noqa: E402
 
 ACTIONS = ("load_dataset", "analyze_data", "preprocess_data", "train_model", "evaluate_model")
 KINDS = ("Dataset", "Analysis", "Split", "TrainedModel", "Metrics")
@@ -145,9 +145,9 @@ def append_one_run(store: TraceStore, steps: int) -> int:
 
 
 def measure(n_runs: int, steps: int, root: Path, list_uncompacted: bool = True) -> dict[str, Any]:
-    from rlam_prefect.lineage import build_lineage
+    from rlam_prefect.record.lineage import build_lineage
 
-    home = Home(root / "home")
+    home = HomeLayout(root / "home")
     start = time.perf_counter()
     ids = generate(home.traces, n_runs, steps)
     generation_s = time.perf_counter() - start

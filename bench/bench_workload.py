@@ -50,11 +50,11 @@ def fork_overrides(k: int, median_variance: float) -> dict[str, dict[str, Any]]:
 
 
 def child(server_home: Path, state_root: Path, repeats: int, quick: bool, out: Path) -> None:
-    from rlam_prefect.backend import configure
-    from rlam_prefect.home import Home
-    from rlam_prefect.server import ensure_server
+    from rlam_prefect.local.backend import configure
+    from rlam_prefect.core.home import HomeLayout
+    from rlam_prefect.local.server import ensure_server
 
-    home = Home(server_home)
+    home = HomeLayout(server_home)
     url = ensure_server(home)
     os.environ["PREFECT_API_URL"] = url
     os.environ["PREFECT_HOME"] = str(home.prefect)
@@ -62,9 +62,10 @@ def child(server_home: Path, state_root: Path, repeats: int, quick: bool, out: P
 
     import numpy as np
 
-    from flows.rlam_flow import rlam_flow
-    from rlam_prefect.actions import get_action, load_action_modules
-    from rlam_prefect.trace import TraceStore
+    from rlam_prefect.prefect.flow import rlam_flow
+    from rlam_prefect.actions.registry import get_action
+    from rlam_prefect.actions.project import load_action_modules
+    from rlam_prefect.record.store import TraceStore
 
     load_action_modules()
     base = workload(quick)
@@ -77,7 +78,7 @@ def child(server_home: Path, state_root: Path, repeats: int, quick: bool, out: P
         start = time.perf_counter()
         asyncio.run(rlam_flow(run_id=run_id, **params))
         seconds = time.perf_counter() - start
-        store = TraceStore(Home(rlam_home))
+        store = TraceStore(HomeLayout(rlam_home))
         steps = store.steps(run_id)
         statuses = [s["status"] for s in steps]
         return {

@@ -12,13 +12,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rlam_prefect.backend import configure  # noqa: E402
-from rlam_prefect.home import Home  # noqa: E402
+from rlam_prefect.local.backend import configure  # noqa: E402
+from rlam_prefect.core.home import HomeLayout  # noqa: E402
 
 
 def main() -> None:
-    url = configure(Home.from_env())
-    from flows.rlam_flow import rlam_flow
+    url = configure(HomeLayout.from_env())
+    from rlam_prefect.prefect.flow import rlam_flow
 
     print(f"serving rlam/rlam-serve on {url} (Ctrl-C to stop)", flush=True)
     rlam_flow.serve(name="rlam-serve")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from rlam_prefect.actions import action
+from rlam_prefect import action
 from tasks.artifacts import Analysis, Dataset
 
 

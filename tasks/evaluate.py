@@ -6,8 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from rlam_prefect.actions import action
-from rlam_prefect.conditions import Effect, Precondition
+from rlam_prefect import Effect, Precondition, action
 from tasks.artifacts import Metrics, Split, TrainedModel
 
 

@@ -7,7 +7,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from rlam_prefect.actions import action
+from rlam_prefect import action
 from tasks.artifacts import Dataset
 
 DATASETS = ("breast_cancer", "wine", "digits", "iris", "synthetic")

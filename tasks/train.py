@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from rlam_prefect.actions import action
+from rlam_prefect import action
 from tasks.artifacts import Split, TrainedModel
 
 

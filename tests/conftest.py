@@ -19,16 +19,16 @@ from typing import Any
 
 import pytest
 
-from rlam_prefect.home import Home
+from rlam_prefect.core.home import HomeLayout
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="session")
 def prefect_api_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    from rlam_prefect import server
+    from rlam_prefect.local import server
 
-    session_home = Home(tmp_path_factory.mktemp("session-home"))
+    session_home = HomeLayout(tmp_path_factory.mktemp("session-home"))
     os.environ.pop("PREFECT_API_URL", None)
     url = server.ensure_server(session_home)
     os.environ["PREFECT_HOME"] = str(session_home.prefect)
@@ -59,7 +59,7 @@ class CliResult:
 class Workspace:
     """A fresh RLAM_HOME and a way to run the real ``rlam`` CLI against it."""
 
-    home: Home
+    home: HomeLayout
 
     def rlam(self, *args: str, extra_env: dict[str, str] | None = None) -> CliResult:
         env = {**os.environ, "RLAM_HOME": str(self.home.root), **(extra_env or {})}
@@ -87,6 +87,6 @@ class Workspace:
 
 @pytest.fixture
 def workspace(prefect_api_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Workspace:
-    home = Home(tmp_path / "rlam-home")
+    home = HomeLayout(tmp_path / "rlam-home")
     monkeypatch.setenv("RLAM_HOME", str(home.root))
     return Workspace(home)

@@ -5,16 +5,18 @@ from __future__ import annotations
 import pytest
 from pydantic import BaseModel, ConfigDict, Field
 
+from rlam_prefect.actions.project import fixed_order
 import tasks  # noqa: F401 - registers the default actions
-from rlam_prefect.actions import action, get_action, registered_actions
-from rlam_prefect.errors import ActionContractError, InvalidParamsError, UnknownActionError
-from rlam_prefect.hashing import content_hash
+from rlam_prefect.actions.spec import action
+from rlam_prefect.actions.registry import get_action, registered_actions
+from rlam_prefect.core.errors import ActionContractError, InvalidParamsError, UnknownActionError
+from rlam_prefect.core.hashing import content_hash
 from tasks.artifacts import Dataset, Metrics
 
 
 def _pipeline(**overrides):
     values = {}
-    for name in tasks.SEED_ORDER:
+    for name in fixed_order():
         spec = get_action(name)
         params = spec.validate_params(overrides.get(name, {}))
         values[spec.output_kind] = spec.run({a: values[k] for a, k in spec.input_kinds.items()}, params)
@@ -23,7 +25,7 @@ def _pipeline(**overrides):
 
 def test_the_seed_actions_are_registered_with_typed_inputs_and_outputs():
     specs = registered_actions()
-    assert set(tasks.SEED_ORDER) <= set(specs)
+    assert set(fixed_order()) <= set(specs)
     assert specs["train_model"].input_kinds == {"split": "Split"}
     assert specs["evaluate_model"].input_kinds == {"model": "TrainedModel", "split": "Split"}
     assert specs["evaluate_model"].output_kind == "Metrics"

@@ -15,7 +15,7 @@ from prefect.client.schemas.sorting import FlowRunSort
 from prefect.flow_runs import resume_flow_run
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from rlam_prefect.trace import TraceStore
+from rlam_prefect.record.store import TraceStore
 from tests.conftest import ROOT
 
 POLICY = "require_approval: [train_model]\nparams:\n  train_model:\n    C: {min: 0.01, max: 10}\n"

@@ -11,10 +11,11 @@ from typing import Any
 import httpx
 import pytest
 
-from rlam_prefect.audit import select_runs
-from rlam_prefect.errors import UsageError
-from rlam_prefect.planning import prepare_plan, with_dataset
-from rlam_prefect.trace import TraceStore
+from rlam_prefect.record.audit import select_runs
+from rlam_prefect.core.errors import UsageError
+from rlam_prefect.planning.plan import prepare_plan
+from rlam_prefect.planning.requests import ForkRequest, PlannerSettings, ReplayRequest, RunRequest, request_from_parameters
+from rlam_prefect.record.store import TraceStore
 
 
 def _artifacts(url: str, flow_run_id: str) -> dict[str, dict[str, Any]]:
@@ -23,7 +24,7 @@ def _artifacts(url: str, flow_run_id: str) -> dict[str, dict[str, Any]]:
 
 
 def test_audit_fails_naming_the_step_whose_cached_result_is_missing(workspace, prefect_api_url):
-    from flows.audit_flow import audit_flow
+    from rlam_prefect.prefect.audit_flow import audit_flow
 
     original = workspace.rlam_json("run", "--planner", "fixed")
     fork = workspace.rlam_json("fork", original["run_id"], "--step", "4", "--set", "train_model.C=0.1")
@@ -48,7 +49,7 @@ def test_audit_fails_naming_the_step_whose_cached_result_is_missing(workspace, p
 
 
 def test_audit_selection_bounds_and_an_empty_audit(workspace):
-    from flows.audit_flow import audit_flow
+    from rlam_prefect.prefect.audit_flow import audit_flow
 
     store = TraceStore(workspace.home)
     with pytest.raises(UsageError, match="limit 0 is out of range"):
@@ -72,11 +73,18 @@ def test_a_failed_run_still_gets_its_artifacts(workspace, prefect_api_url):
     assert len(json.dumps(table)) < 10_000  # far below the ~1.5 MB above which the server drops the event
 
 
-def test_dataset_parameter_is_the_load_dataset_override(workspace):
-    assert with_dataset(None, "wine") == {"load_dataset": {"name": "wine"}}
-    assert with_dataset({"train_model": {"C": 0.5}}, None) == {"train_model": {"C": 0.5}}
-    with pytest.raises(UsageError, match="dataset 'wine' contradicts overrides load_dataset.name='iris'"):
-        with_dataset({"load_dataset": {"name": "iris"}}, "wine")
-    store = TraceStore(workspace.home)
+def test_flow_parameters_become_one_typed_request_checked_before_any_work(workspace):
+    assert request_from_parameters(planner="fixed") == RunRequest(PlannerSettings("fixed"))
+    assert request_from_parameters(replay_of="abc") == ReplayRequest("abc")
+    assert request_from_parameters(fork_of="abc", fork_step=2, overrides={"train_model": {"C": 0.5}}) == ForkRequest("abc", 2, {"train_model": {"C": 0.5}})
+    for params, message in [
+        ({"replay_of": "a", "fork_of": "b"}, "either replay_of or fork_of"),
+        ({"fork_step": 2}, "fork_step needs fork_of"),
+        ({"fork_of": "a"}, "a fork needs --step K"),
+        ({"replay_of": "a", "overrides": {"train_model": {"C": 1}}}, "a replay takes no overrides"),
+        ({"pin_decisions": True}, "pin_decisions applies to forks only"),
+    ]:
+        with pytest.raises(UsageError, match=message):
+            request_from_parameters(**params)
     with pytest.raises(UsageError, match="load_dataset: name"):
-        prepare_plan(store, planner="fixed", overrides=with_dataset(None, "mnist"))
+        prepare_plan(TraceStore(workspace.home), RunRequest(PlannerSettings("fixed"), {"load_dataset": {"name": "mnist"}}))

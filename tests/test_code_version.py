@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from rlam_prefect.code_version import code_version
+from rlam_prefect.core.code_version import code_version
 
 BASE = '''
 import json
@@ -62,7 +62,7 @@ def test_unrelated_code_in_the_module_does_not_count(version_of):
 
 def test_real_actions_have_distinct_versions():
     import tasks  # noqa: F401
-    from rlam_prefect.actions import registered_actions
+    from rlam_prefect.actions.registry import registered_actions
 
     versions = {name: spec.code_version for name, spec in registered_actions().items()}
     assert len(set(versions.values())) == len(versions)

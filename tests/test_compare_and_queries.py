@@ -8,7 +8,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from rlam_prefect.compare import key_differences
+from rlam_prefect.record.compare import key_differences
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

@@ -26,9 +26,9 @@ from typing import Any
 import httpx
 import pytest
 
-from rlam_prefect import server
-from rlam_prefect.home import Home
-from rlam_prefect.trace import TraceStore
+from rlam_prefect.local import server
+from rlam_prefect.core.home import HomeLayout
+from rlam_prefect.record.store import TraceStore
 
 ROOT = Path(__file__).resolve().parents[1]
 POOL = "rlam-pool"
@@ -45,7 +45,7 @@ class Deployed:
 
     @property
     def store(self) -> TraceStore:
-        return TraceStore(Home(self.project / ".rlam"))  # RLAM_HOME = "{{ $PWD }}/.rlam" in prefect.yaml
+        return TraceStore(HomeLayout(self.project / ".rlam"))  # RLAM_HOME = "{{ $PWD }}/.rlam" in prefect.yaml
 
     def prefect(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "prefect", *args], cwd=self.project, env=self.env, capture_output=True, text=True, timeout=180)
@@ -96,7 +96,7 @@ class Deployed:
 @pytest.fixture(scope="module")
 def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
     base = tmp_path_factory.mktemp("deployments")
-    server_home = Home(base / "server")
+    server_home = HomeLayout(base / "server")
     previous = os.environ.get(SCHEDULER_LOOP)
     os.environ[SCHEDULER_LOOP] = "2"  # read by the server at start-up (ensure_server passes the environment on)
     try:
@@ -181,7 +181,7 @@ def test_deploy_creates_both_deployments_and_the_schedule_creates_an_audit_run(d
     audit = deployed.api("GET", "/deployments/name/rlam-audit/audit")
     assert rlam["work_pool_name"] == audit["work_pool_name"] == POOL
     assert rlam["job_variables"]["env"]["RLAM_HOME"] == str(deployed.project / ".rlam")
-    assert {"run_id", "planner", "dataset", "overrides", "replay_of", "fork_of", "fork_step", "pin_decisions"} <= set(
+    assert {"run_id", "planner", "overrides", "replay_of", "fork_of", "fork_step", "pin_decisions"} <= set(
         rlam["parameter_openapi_schema"]["properties"]
     )
     assert [s["schedule"].get("cron") for s in audit["schedules"]] == ["0 3 * * *"]
@@ -196,7 +196,7 @@ def test_deploy_creates_both_deployments_and_the_schedule_creates_an_audit_run(d
 
 
 def test_run_then_fork_with_parameters_through_the_worker(deployed: Deployed) -> None:
-    first = deployed.trigger("rlam/rlam", {"planner": "fixed", "dataset": "wine"})
+    first = deployed.trigger("rlam/rlam", {"planner": "fixed", "overrides": {"load_dataset": {"name": "wine"}}})
     assert deployed.wait([first])[first]["state"]["type"] == "COMPLETED"
     run = deployed.recorded_run(first)
     steps = deployed.store.steps(run["run_id"])

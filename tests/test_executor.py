@@ -17,15 +17,15 @@ from pathlib import Path
 
 import pytest
 
-from rlam_prefect import executor
-from rlam_prefect.home import Home
-from rlam_prefect.trace import TraceStore
+from rlam_prefect.local import executor_client as executor
+from rlam_prefect.core.home import HomeLayout
+from rlam_prefect.record.store import TraceStore
 from tests.conftest import ROOT, Workspace
 
 ON = {"RLAM_EXECUTOR": "on", "RLAM_PLANNER": "fixed"}
 
 
-def _served(home: Home) -> list[str]:
+def _served(home: HomeLayout) -> list[str]:
     """The commands the executor ran, in order (one log line each)."""
     try:
         lines = executor.log_path(home).read_text().splitlines()
@@ -34,7 +34,7 @@ def _served(home: Home) -> list[str]:
     return [line.split(" runs rlam ", 1)[1] for line in lines if " runs rlam " in line]
 
 
-def _wait_ready(home: Home, not_pid: int | None = None, timeout: float = 180.0) -> int:
+def _wait_ready(home: HomeLayout, not_pid: int | None = None, timeout: float = 180.0) -> int:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         info = executor.status(home)
@@ -51,7 +51,7 @@ def _alive(pid: int) -> bool:
 @pytest.fixture(scope="module")
 def warm(prefect_api_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Workspace, str, int]]:
     """A home with one recorded run, its executor started by that run and ready."""
-    space = Workspace(Home(tmp_path_factory.mktemp("executor") / "home"))
+    space = Workspace(HomeLayout(tmp_path_factory.mktemp("executor") / "home"))
     first = space.rlam("run", "--json", extra_env=ON)
     assert first.code == 0, first.stderr
     assert _served(space.home) == []  # the first command ran in-process and then started the executor

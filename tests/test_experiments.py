@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from rlam_prefect.home import Home
-from rlam_prefect.trace import TraceStore
+from rlam_prefect.core.home import HomeLayout
+from rlam_prefect.record.store import TraceStore
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +54,7 @@ def test_reproducibility_is_measured_per_pipeline(experiment: dict[str, Any]) ->
 
 def test_rlam_replay_matches_the_trace(experiment: dict[str, Any]) -> None:
     results = experiment["results"]
-    store = TraceStore(Home(Path(results["rlam_home"])))
+    store = TraceStore(HomeLayout(Path(results["rlam_home"])))
     original = results["pipelines"]["rlam"]["runs"][0]["run_id"]
     replay = results["pipelines"]["rlam"]["reproduction"]["details"][0]["replay_run_id"]
     hashes = lambda run: [(s["action"], s["output_hash"]) for s in store.steps(run)]  # noqa: E731
@@ -67,7 +67,7 @@ def test_trace_completeness_counts_prefect_task_runs(experiment: dict[str, Any])
     results = experiment["results"]
     row = _row(results, "trace completeness")
     rlam = results["pipelines"]["rlam"]["trace_completeness"]
-    store = TraceStore(Home(Path(results["rlam_home"])))
+    store = TraceStore(HomeLayout(Path(results["rlam_home"])))
     # independently of Prefect: every executed or failed step row of every R-LAM run
     rows = [s for run in store.runs() for s in store.steps(run["run_id"]) if s["status"] in ("executed", "failed") and s.get("prefect_task_run_id")]
     assert rlam["actions_ran"] == len(rows) > 0 and rlam["incomplete"] == []
@@ -85,7 +85,7 @@ def test_failure_visibility_is_higher_with_a_trace(experiment: dict[str, Any]) -
         (detail,) = results["pipelines"][pipeline]["failure_visibility"]["details"]
         assert detail["printed_by_the_process"] is True  # the failure happened in all three
     rlam_detail = results["pipelines"]["rlam"]["failure_visibility"]["details"][0]
-    store = TraceStore(Home(Path(results["rlam_home"])))
+    store = TraceStore(HomeLayout(Path(results["rlam_home"])))
     failed = [s for s in store.steps(rlam_detail["run_id"]) if s["status"] == "failed"]
     assert failed and failed[0]["action"] == rlam_detail["action"] and "injected failure" in failed[0]["error_message"]
 

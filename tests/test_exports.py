@@ -19,9 +19,9 @@ from tests.conftest import Workspace
 @pytest.fixture(scope="module")
 def recorded(prefect_api_url: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """A failed run (step 4 fails) and a planner-driven fork of it from step 4 (steps 1-3 cached)."""
-    from rlam_prefect.home import Home
+    from rlam_prefect.core.home import HomeLayout
 
-    space = Workspace(Home(tmp_path_factory.mktemp("exports") / "rlam-home"))
+    space = Workspace(HomeLayout(tmp_path_factory.mktemp("exports") / "rlam-home"))
     failed = space.rlam_json("run", "--planner", "fixed", "--inject-failure", "train_model")
     assert failed["status"] == "failed"
     fork = space.rlam_json("fork", failed["run_id"], "--step", "4", "--planner", "rlam/heuristic", "--set", "train_model.C=0.5")

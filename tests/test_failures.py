@@ -115,7 +115,7 @@ def test_bad_flow_parameters_fail_the_flow_run_before_any_work(workspace, origin
     """What a mistyped fork in the Prefect UI form gets: a failed flow run with the reason, nothing written."""
     import asyncio
 
-    from flows.rlam_flow import rlam_flow
+    from rlam_prefect.prefect.flow import rlam_flow
 
     before = workspace.snapshot()
     cases = [

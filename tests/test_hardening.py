@@ -15,7 +15,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from rlam_prefect.trace import TraceStore
+from rlam_prefect.record.store import TraceStore
 
 ROOT = Path(__file__).resolve().parents[1]
 

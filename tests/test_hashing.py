@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from rlam_prefect.hashing import UnhashableValueError, content_hash
+from rlam_prefect.core.hashing import UnhashableValueError, content_hash
 
 finite_floats = st.floats(allow_nan=False)
 scalars = st.none() | st.booleans() | st.integers() | finite_floats | st.text(max_size=20) | st.binary(max_size=20)

@@ -10,8 +10,8 @@ from pathlib import Path
 import pyarrow.dataset as ds
 import pytest
 
-from rlam_prefect.home import Home
-from rlam_prefect.trace import TraceStore
+from rlam_prefect.core.home import HomeLayout
+from rlam_prefect.record.store import TraceStore
 
 FAKE_KEY = "sk-test-FAKEKEY0123456789abcdefXYZ"
 

@@ -15,19 +15,19 @@ from pathlib import Path
 
 import pytest
 
-from rlam_prefect import server
-from rlam_prefect.home import Home
-from rlam_prefect.trace import TraceStore
+from rlam_prefect.local import server
+from rlam_prefect.core.home import HomeLayout
+from rlam_prefect.record.store import TraceStore
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _env(home: Home, **extra: str) -> dict[str, str]:
+def _env(home: HomeLayout, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     return {**env, "RLAM_HOME": str(home.root), "RLAM_EXECUTOR": "off", **extra}  # the executor: test_executor.py
 
 
-def _rlam(home: Home, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+def _rlam(home: HomeLayout, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "rlam_prefect.cli", *args], env=_env(home, **extra), cwd=ROOT, capture_output=True, text=True, timeout=300)
 
 
@@ -41,12 +41,12 @@ def _alive(pid: int) -> bool:
 
 @pytest.fixture
 def own_home(tmp_path: Path):
-    home = Home(tmp_path / "home")
+    home = HomeLayout(tmp_path / "home")
     yield home
     server.stop(home)
 
 
-def test_a_killed_client_leaves_the_server_usable_and_the_run_incomplete(own_home: Home):
+def test_a_killed_client_leaves_the_server_usable_and_the_run_incomplete(own_home: HomeLayout):
     first = _rlam(own_home, "run", "--planner", "fixed", "--json")
     assert first.returncode == 0, first.stderr
     state = server.read_state(own_home)
@@ -75,7 +75,7 @@ def test_a_killed_client_leaves_the_server_usable_and_the_run_incomplete(own_hom
 
 
 def test_each_home_has_its_own_server_which_stops_itself_when_idle(tmp_path: Path):
-    a, b = Home(tmp_path / "a"), Home(tmp_path / "b")
+    a, b = HomeLayout(tmp_path / "a"), HomeLayout(tmp_path / "b")
     try:
         started = subprocess.run(
             [sys.executable, "-m", "rlam_prefect.cli", "server", "start", "--json"],

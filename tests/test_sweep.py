@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from rlam_prefect.home import Home
-from rlam_prefect.trace import TraceStore
+from rlam_prefect.core.home import HomeLayout
+from rlam_prefect.record.store import TraceStore
 from tests.conftest import Workspace
 
 GRID = [0.01, 0.1, 10]
@@ -22,7 +22,7 @@ GRID = [0.01, 0.1, 10]
 
 @pytest.fixture(scope="module")
 def recorded(prefect_api_url: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[Workspace, dict[str, Any]]:
-    workspace = Workspace(Home(tmp_path_factory.mktemp("sweep") / "rlam-home"))
+    workspace = Workspace(HomeLayout(tmp_path_factory.mktemp("sweep") / "rlam-home"))
     parent = workspace.rlam_json("run", "--planner", "fixed")
     assert parent["status"] == "completed"
     return workspace, parent
@@ -120,7 +120,7 @@ def test_forks_are_subflow_runs_of_the_sweep_flow_run_in_prefect(swept: tuple[Wo
 
 
 def test_table_shows_each_fork_with_its_metrics(swept: tuple[Workspace, dict[str, Any], dict[str, Any]]) -> None:
-    from rlam_prefect.sweep import render_sweep
+    from rlam_prefect.cli.render import render_sweep
 
     _, parent, report = swept
     lines = render_sweep(report).splitlines()
@@ -151,5 +151,5 @@ def test_sweep_code_is_imported_only_by_the_sweep_command() -> None:
     import subprocess
     import sys
 
-    code = "import sys, rlam_prefect.cli; assert not any(m.split('.')[0] in ('dask', 'distributed', 'prefect_dask') for m in sys.modules)"
+    code = "import sys, rlam_prefect.cli.main; assert not any(m.split('.')[0] in ('dask', 'distributed', 'prefect_dask') for m in sys.modules)"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 import tasks  # noqa: F401 - registers the actions
-from rlam_prefect.actions import get_action
-from rlam_prefect.errors import InvalidParamsError
-from rlam_prefect.hashing import content_hash
+from rlam_prefect.actions.registry import get_action
+from rlam_prefect.core.errors import InvalidParamsError
+from rlam_prefect.core.hashing import content_hash
 
 
 def _load(**params: object) -> object:

@@ -8,9 +8,9 @@ import sys
 
 import pytest
 
-from rlam_prefect.errors import TraceCorruptError, UnknownRunError
-from rlam_prefect.home import Home
-from rlam_prefect.trace import TraceStore, utcnow
+from rlam_prefect.core.errors import TraceCorruptError, UnknownRunError
+from rlam_prefect.core.home import HomeLayout
+from rlam_prefect.record.store import TraceStore, utcnow
 
 
 def _step(run_id: str, step: int) -> dict:
@@ -23,7 +23,7 @@ def _start(run_id: str, pid: int) -> dict:
 
 @pytest.fixture
 def store(tmp_path) -> TraceStore:
-    return TraceStore(Home(tmp_path))
+    return TraceStore(HomeLayout(tmp_path))
 
 
 def test_a_file_is_never_replaced(store):
@@ -94,13 +94,13 @@ from hypothesis import strategies as st  # noqa: E402
 
 @pytest.fixture(scope="module")
 def sample_file(tmp_path_factory) -> tuple[bytes, list[dict]]:
-    store = TraceStore(Home(tmp_path_factory.mktemp("fuzz")))
+    store = TraceStore(HomeLayout(tmp_path_factory.mktemp("fuzz")))
     path = store.append("steps", [_step("r1", n) for n in (1, 2, 3)], partition="r1", name="sample")
     return path.read_bytes(), store.steps("r1")
 
 
 def _read_damaged(tmp_path, content: bytes) -> list[dict]:
-    store = TraceStore(Home(tmp_path))
+    store = TraceStore(HomeLayout(tmp_path))
     directory = store.root / "steps" / "r1"
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "damaged.parquet").write_bytes(content)

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from rlam_prefect.errors import TraceCorruptError
-from rlam_prefect.home import Home
-from rlam_prefect.trace import SEGMENTS, TraceStore
+from rlam_prefect.core.errors import TraceCorruptError
+from rlam_prefect.core.home import HomeLayout
+from rlam_prefect.record.store import SEGMENTS, TraceStore
 
 
 def _event(run_id: str, event: str, status: str, minute: int) -> dict[str, Any]:
@@ -26,7 +26,7 @@ def _snapshot(root: Path) -> dict[str, str]:
 
 @pytest.fixture
 def store(tmp_path: Path) -> TraceStore:
-    store = TraceStore(Home(tmp_path / "home"))
+    store = TraceStore(HomeLayout(tmp_path / "home"))
     for i, run_id in enumerate(("aaaa00000001", "aaaa00000002", "aaaa00000003")):
         store.append_run_event(_event(run_id, "start", "running", i))
     store.append_run_event(_event("aaaa00000001", "end", "completed", 10))

@@ -1,0 +1,1 @@
+"""The typed action space: @action, the registry, conditions, artifacts and project discovery."""

@@ -1,0 +1,1 @@
+"""``rlam``: the command line, a thin layer over the public API."""

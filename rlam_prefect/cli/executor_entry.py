@@ -1,0 +1,29 @@
+"""``python -m rlam_prefect.cli.executor_entry --home DIR``: a home's warm executor, serving ``rlam``.
+
+The executor (``local/executor.py``) preloads Prefect and the project and forks a child per
+command; what a child runs is the CLI, which lives a layer above it, so the CLI hands itself in here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from rlam_prefect.cli.main import main
+from rlam_prefect.core.home import HomeLayout
+from rlam_prefect.local.executor import run_executor
+from rlam_prefect.local.server import DEFAULT_IDLE_MINUTES, IDLE_ENV
+
+
+def _child(argv: list[str]) -> int:
+    return main(argv, executor_child=True)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(prog="python -m rlam_prefect.cli.executor_entry")
+    parser.add_argument("--home", required=True)
+    options = parser.parse_args()
+    idle = float(os.environ.get(IDLE_ENV) or DEFAULT_IDLE_MINUTES)
+    sys.exit(run_executor(HomeLayout(Path(options.home)), idle, _child))

@@ -1,0 +1,369 @@
+"""``rlam``: run, replay, fork and inspect R-LAM runs.
+
+Fast paths stay fast: listing and showing runs never import Prefect; only commands that
+execute a flow do. Every user error leaves through one place: one line on stderr, non-zero exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from rlam_prefect.core.errors import RLamError, UsageError
+from rlam_prefect.core.home import HomeLayout
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # one line, like every other user error
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="rlam", description="Reproducible LLM-driven workflows on Prefect.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    run = sub.add_parser("run", help="run the workflow (R-LAM by default)")
+    run.add_argument("--pipeline", choices=("rlam", "lam", "script"), default="rlam",
+                     help="rlam: planned, cached, traced (default); lam: planned, executed directly; script: fixed order")
+    _planner_arguments(run)
+    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="ACTION.PARAM=VALUE")
+    run.add_argument("--inject-failure", dest="inject", action="append", default=[], metavar="ACTION",
+                     help="make the first execution of ACTION fail (experiments)")
+    _policy_arguments(run)
+    run.add_argument("--json", action="store_true")
+
+    replay = sub.add_parser("replay", help="re-run a recorded run entirely from the verified cache")
+    replay.add_argument("run_id")
+    replay.add_argument("--policy", default=None, metavar="FILE", help="report whether the run's policy differs from this one (default: $RLAM_POLICY, else the run's own)")
+    replay.add_argument("--json", action="store_true")
+
+    fork = sub.add_parser("fork", help="reuse steps before K, re-execute from K with changed parameters")
+    fork.add_argument("run_id")
+    fork.add_argument("--step", type=int, required=True, metavar="K")
+    fork.add_argument("--set", dest="overrides", action="append", default=[], metavar="ACTION.PARAM=VALUE")
+    fork.add_argument("--pin-decisions", action="store_true", help="keep the parent's plan (with the overrides) instead of asking the planner")
+    _planner_arguments(fork, default_note="the parent's")
+    fork.add_argument("--inject-failure", dest="inject", action="append", default=[], metavar="ACTION")
+    _policy_arguments(fork)
+    fork.add_argument("--json", action="store_true")
+
+    sweep = sub.add_parser("sweep", help="one fork from step K per grid point, in parallel on a Dask cluster")
+    sweep.add_argument("run_id")
+    sweep.add_argument("--step", type=int, required=True, metavar="K")
+    sweep.add_argument("--grid", action="append", default=[], metavar="ACTION.PARAM=V1,V2,...", help="repeat for a cartesian product")
+    sweep.add_argument("--workers", type=int, default=None, metavar="N", help="local Dask worker processes (default: one per fork, at most the CPU count)")
+    sweep.add_argument("--address", default=None, metavar="SCHEDULER", help="an existing Dask scheduler, e.g. tcp://10.0.0.5:8786")
+    sweep.add_argument("--pin-decisions", action="store_true", help="keep the parent's plan in every fork")
+    sweep.add_argument("--json", action="store_true")
+
+    runs = sub.add_parser("runs", help="list recorded runs, newest first")
+    runs.add_argument("--limit", type=int, default=None)
+    runs.add_argument("--json", action="store_true")
+
+    show = sub.add_parser("show", help="one run's steps, hashes and metrics")
+    show.add_argument("run_id")
+    show.add_argument("--json", action="store_true")
+
+    lineage = sub.add_parser("lineage", help="a run's DAG with its fork ancestry and planner decisions")
+    lineage.add_argument("run_id")
+    lineage.add_argument("--format", choices=("tree", "mermaid", "dot"), default="tree")
+    lineage.add_argument("--png", type=Path, default=None, metavar="FILE", help="also render a PNG (needs Graphviz)")
+    lineage.add_argument("--json", action="store_true")
+
+    explain = sub.add_parser("explain", help="why a step was served from the cache or executed")
+    explain.add_argument("run_id")
+    explain.add_argument("--step", type=int, required=True, metavar="K")
+    explain.add_argument("--json", action="store_true")
+
+    diff = sub.add_parser("diff", help="where two runs first diverge, why, and their metric deltas")
+    diff.add_argument("run_a")
+    diff.add_argument("run_b")
+    diff.add_argument("--json", action="store_true")
+
+    export = sub.add_parser("export", help="a run as W3C PROV, an RO-Crate (Workflow Run Crate) or OpenLineage events")
+    export.add_argument("run_id")
+    export.add_argument("--format", required=True, choices=("prov", "ro-crate", "openlineage"))
+    export.add_argument("--out", type=Path, default=None, metavar="PATH", help="file, directory or .zip (ro-crate); default RUN_ID.prov.json, RUN_ID-ro-crate/, RUN_ID.openlineage.jsonl")
+    export.add_argument("--json", action="store_true")
+
+    verify = sub.add_parser("verify", help="re-hash every stored result of a run against its trace")
+    verify.add_argument("run_id")
+    verify.add_argument("--json", action="store_true")
+
+    actions = sub.add_parser("actions", help="the action space: inputs, output and parameter schema of each action")
+    actions.add_argument("--json", action="store_true")
+
+    compact = sub.add_parser("compact", help="copy finished runs' events into one new segment file so listing runs stays fast (removes nothing)")
+    compact.add_argument("--json", action="store_true")
+
+    experiments = sub.add_parser("experiments", help="measure Script vs Naive LAM vs R-LAM: reproducibility, trace, failures, replay, fork")
+    experiments.add_argument("--repeats", type=int, default=3, metavar="N", help="runs per pipeline (default 3)")
+    experiments.add_argument("--planner", default="rlam/heuristic", metavar="MODEL", help="planner of the LLM pipelines (default rlam/heuristic)")
+    experiments.add_argument("--temperature", type=float, default=1.0, help="planner temperature of the LLM pipelines (default 1.0)")
+    experiments.add_argument("--seed", type=int, default=0, help="planner seed of the first run; run i uses SEED+i (default 0)")
+    experiments.add_argument("--out", type=Path, default=None, metavar="DIR", help="new directory for the results and the runs' RLAM_HOME (default rlam-experiments-<UTC time>)")
+    experiments.add_argument("--json", action="store_true")
+
+    server = sub.add_parser("server", help="this RLAM_HOME's local Prefect server (started on first use)")
+    server.add_argument("action", choices=("status", "start", "stop"))
+    server.add_argument("--json", action="store_true")
+    return parser
+
+
+def _planner_arguments(parser: argparse.ArgumentParser, default_note: str = "$RLAM_PLANNER or rlam/heuristic") -> None:
+    parser.add_argument("--planner", default=None, metavar="MODEL", help=f"fixed, rlam/heuristic or a litellm model (default: {default_note})")
+    parser.add_argument("--temperature", type=float, default=None, help="planner sampling temperature (default 0)")
+    parser.add_argument("--seed", type=int, default=None, help="planner seed where the provider accepts one (default 0)")
+    parser.add_argument("--max-steps", type=int, default=None, help="step budget (default 12)")
+    parser.add_argument("--target", dest="target_accuracy", type=float, default=None, help="accuracy goal the planner works towards (default 0.97)")
+
+
+def _policy_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--policy", default=None, metavar="FILE", help="execution policy, YAML or JSON (default: $RLAM_POLICY; a fork: its parent's)")
+    parser.add_argument("--approve", action="append", default=[], metavar="ACTION",
+                        help="pre-approve ACTION (or all) where the policy requires approval")
+    parser.add_argument("--approval-timeout", type=int, default=None, metavar="SECONDS",
+                        help="how long a step paused for approval in Prefect waits (default 3600)")
+
+
+def main(argv: Sequence[str] | None = None, executor_child: bool = False) -> int:
+    try:
+        environ = dict(os.environ)  # before backend.configure points it at the managed server
+        argv = list(sys.argv[1:] if argv is None else argv)
+        args = build_parser().parse_args(argv)
+        warm = _flow_command(args) and not executor_child
+        if warm:
+            from rlam_prefect.local import executor_client as executor
+
+            code = executor.hand_over(HomeLayout.from_env(), argv)  # None: run it here
+            if code is not None:
+                return code
+        code = _dispatch(args)
+        if warm and "prefect" in sys.modules:  # it ran a flow, so the server is up: warm up for next time
+            executor.spawn(HomeLayout.from_env(), environ)
+        return code
+    except RLamError as exc:
+        print(f"rlam: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("rlam: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # output piped into `head` and the like
+        sys.stderr.close()
+        return 0
+
+
+def _flow_command(args: argparse.Namespace) -> bool:
+    """Commands that run a Prefect flow: the ones a warm executor (executor.py) can take over."""
+    return args.command in ("replay", "fork") or (args.command == "run" and args.pipeline == "rlam")
+
+
+COMPACT_HINT_RUNS = 2000  # about 2.5 s of reading two small files per run on the reference machine
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    """One handler per command, each a thin call into the public API (``rlam_prefect.api``)."""
+    import rlam_prefect as rlam
+
+    home = rlam.open_home()
+    handler = _HANDLERS.get(args.command, _flow)
+    return handler(rlam, home, args)
+
+
+def _runs(rlam: Any, home: Any, args: argparse.Namespace) -> int:
+    from rlam_prefect.cli.render import render_runs
+
+    rows = [dataclasses.asdict(r) for r in home.runs(args.limit)]
+    _emit(rows, args.json, render_runs)
+    if home.store.uncompacted_runs >= COMPACT_HINT_RUNS:
+        print(f"rlam: {home.store.uncompacted_runs:,} runs were read from their own files; `rlam compact` makes listing them faster", file=sys.stderr)
+    return 0
+
+
+def _show(rlam: Any, home: Any, args: argparse.Namespace) -> int:
+    from rlam_prefect.cli.render import render_run
+
+    _emit(home.run(args.run_id).as_dict(), args.json, render_run)
+    return 0
+
+
+def _lineage(rlam: Any, home: Any, args: argparse.Namespace) -> int:
+    from rlam_prefect.record import lineage as lineage_view
+
+    graph = home.lineage(args.run_id)
+    if args.png is not None:
+        lineage_view.write_png(lineage_view.render_dot(graph), args.png)
+    render = {"tree": lineage_view.render_tree, "mermaid": lineage_view.render_mermaid, "dot": lineage_view.render_dot}[args.format]
+    _emit(graph, args.json, render)
+    return 0
+
+
+def _explain(rlam: Any, home: Any, args: argparse.Namespace) -> int:
+    outcome = rlam.explain(args.run_id, args.step, home=home).as_dict()
+    _emit(outcome, args.json, lambda o: f"step {o['step']} {o['action']} ({o['status']}): {o['verdict']}: {o['explanation']}")
+    return 0
+
+
+def _diff(rlam: Any, home: Any, args: argparse.Namespace) -> int:
+    from rlam_prefect.cli.render import render_diff
+
+    _emit(rlam.diff(args.run_a, args.run_b, home=home).as_dict(), args.json, render_diff)
+    return 0
+
+
+def _export(rlam: Any, home: Any, args: argparse.Namespace) -> int:
+    run_id = home.resolve(args.run_id)
+    path = rlam.export(run_id, args.format, args.out, home=home)
+    _emit({"run_id": run_id, "format": args.format, "path": str(path)}, args.json, lambda e: f"{e['format']} export of run {e['run_id']} written to {e['path']}")
+    return 0
+
+
+def _verify(rlam: Any, home: Any, args: argparse.Namespace) -> int:
+    from rlam_prefect.cli.render import render_verify
+
+    outcome = rlam.verify(args.run_id, home=home)
+    _emit(outcome.as_dict(), args.json, render_verify)
+    return 0 if outcome.intact else 4
+
+
+def _actions(rlam: Any, home: Any, args: argparse.Namespace) -> int:
+    from rlam_prefect.actions.project import load_action_modules
+    from rlam_prefect.actions.registry import registered_actions
+    from rlam_prefect.cli.render import render_actions
+
+    load_action_modules()
+    listing = [
+        {"action": s.name, "module": s.module, "inputs": s.input_kinds, "output": s.output_kind, "description": s.description, "params_schema": s.params_schema(),
+         "preconditions": [c.name for c in s.preconditions], "effects": [e.name for e in s.effects]}
+        for s in registered_actions().values()
+    ]
+    _emit(listing, args.json, render_actions)
+    return 0
+
+
+def _compact(rlam: Any, home: Any, args: argparse.Namespace) -> int:
+    outcome = home.store.compact()
+    _emit(outcome, args.json, lambda o: f"compacted {o['runs']} finished runs ({o['rows']} rows) into {o['segment']}" if o["segment"] else f"nothing to compact ({o['already_compacted']} runs already in segments)")
+    return 0
+
+
+def _experiments(rlam: Any, home: Any, args: argparse.Namespace) -> int:
+    from rlam_prefect.experiments import run as experiments
+
+    out = args.out or Path(f"rlam-experiments-{experiments.utc_stamp()}")
+    settings = experiments.Settings(repeats=args.repeats, planner=args.planner, temperature=args.temperature, base_seed=args.seed, out=out)
+    _emit(experiments.run_experiments(settings), args.json, experiments.render_summary)
+    return 0
+
+
+def _sweep(rlam: Any, home: Any, args: argparse.Namespace) -> int:
+    from rlam_prefect.api.verbs import sweep_specs
+    from rlam_prefect.cli.render import render_sweep
+
+    outcome = sweep_specs(args.run_id, step=args.step, grid_specs=args.grid, pin_decisions=args.pin_decisions, workers=args.workers, address=args.address, home=home)
+    _emit(outcome.as_dict(), args.json, render_sweep)
+    return 0 if outcome.ok else 1
+
+
+def _server(rlam: Any, home: Any, args: argparse.Namespace) -> int:
+    return _server_command(home.layout, args)
+
+
+def _flow(rlam: Any, home: Any, args: argparse.Namespace) -> int:
+    """``run`` (R-LAM, or the untraced script/lam baselines), ``replay`` and ``fork``."""
+    from rlam_prefect.cli.render import render_run, render_step
+    from rlam_prefect.planning.plan import new_run_id, parse_overrides
+
+    overrides = parse_overrides(getattr(args, "overrides", []))
+    planner = {k: getattr(args, k, None) for k in ("planner", "temperature", "seed", "max_steps", "target_accuracy")}
+    if args.command == "run" and args.pipeline in ("script", "lam"):
+        return _untraced(args, overrides, planner)
+    governance = {"policy": args.policy, "approve": getattr(args, "approve", []), "approval_timeout": getattr(args, "approval_timeout", None)}
+    if sys.stdin.isatty():
+        from rlam_prefect.execution.approval import set_terminal_prompt, terminal_prompt
+
+        set_terminal_prompt(terminal_prompt)  # without a tty, a step the policy gates pauses for the Prefect UI
+    progress = not args.json and sys.stderr.isatty()
+    run_id = new_run_id()
+    on_step = (lambda row: print(render_step(row), file=sys.stderr, flush=True)) if progress else None
+    if progress:
+        print(f"{args.command} {run_id}: starting Prefect flow run...", file=sys.stderr, flush=True)
+    common = {"home": home, "on_step": on_step}
+    if args.command == "run":
+        result = rlam.run(overrides=overrides, inject_failures=args.inject, run_id=run_id, **planner, **governance, **common)
+    elif args.command == "replay":
+        result = rlam.replay(args.run_id, policy=args.policy, new_run_id=run_id, **common)
+    else:
+        result = rlam.fork(args.run_id, step=args.step, overrides=overrides, pin_decisions=args.pin_decisions,
+                           inject_failures=args.inject, new_run_id=run_id, **planner, **governance, **common)
+    _emit(result.as_dict(), args.json, lambda r: render_run(r, with_steps=not progress))  # steps already shown live
+    return 0 if result.ok else 1
+
+
+def _untraced(args: argparse.Namespace, overrides: dict[str, dict[str, Any]], planner: dict[str, Any]) -> int:
+    """The Script and Naive LAM baselines: the same actions and planner, no cache, no trace."""
+    from rlam_prefect.cli.render import render_untraced
+    from rlam_prefect.execution.direct import run_naive_lam, run_script
+    from rlam_prefect.planning.plan import prepare_plan
+    from rlam_prefect.planning.requests import PlannerSettings, RunRequest
+    from rlam_prefect.record.store import TraceStore
+
+    if args.policy or args.approve:
+        raise UsageError(f"--policy and --approve govern the rlam pipeline; the {args.pipeline} pipeline has no engine to enforce them")
+    if args.pipeline == "script":
+        planner["planner"] = "fixed"
+    settings = PlannerSettings(planner["planner"], planner["temperature"], planner["seed"], planner["max_steps"], planner["target_accuracy"])
+    plan = prepare_plan(TraceStore(HomeLayout.from_env()), RunRequest(settings, overrides, tuple(args.inject)))
+    report = run_script(plan.overrides, plan.inject_failures) if args.pipeline == "script" else run_naive_lam(plan)
+    _emit(report, args.json, render_untraced)
+    return 0 if report["status"] == "completed" else 1
+
+
+_HANDLERS = {
+    "runs": _runs, "show": _show, "lineage": _lineage, "explain": _explain, "diff": _diff, "export": _export,
+    "verify": _verify, "actions": _actions, "compact": _compact, "experiments": _experiments, "sweep": _sweep,
+    "server": _server,
+}
+
+
+def _server_command(home: HomeLayout, args: argparse.Namespace) -> int:
+    from rlam_prefect.local import server
+
+    if os.environ.get("PREFECT_API_URL"):
+        if args.action == "stop":
+            from rlam_prefect.local import executor_client as executor
+
+            executor.stop(home)  # only started there with RLAM_EXECUTOR=on
+        print(f"PREFECT_API_URL is set ({os.environ['PREFECT_API_URL']}): rlam uses that server and starts none")
+        return 0
+    if args.action == "start":
+        from rlam_prefect.local import executor_client as executor
+
+        server.ensure_server(home)
+        executor.spawn(home, dict(os.environ))  # warm for the first command too (in the background)
+    elif args.action == "stop":
+        stopped = server.stop(home)
+        if not args.json:
+            print("stopped" if stopped else f"no local server recorded for {home.root}")
+        if not args.json:
+            return 0
+    from rlam_prefect.local import executor_client as executor
+
+    info = {**server.status(home), "executor": executor.status(home)}
+    _emit(info, args.json, lambda i: f"{'running' if i['running'] else 'not running'}: {i.get('url', '-')} (RLAM_HOME {i['home']}, log {server.log_path(home)})"
+          + f"\nexecutor: {'running, pid ' + str(i['executor']['pid']) if i['executor']['running'] else 'not running'} (log {executor.log_path(home)})")
+    return 0
+
+
+def _emit(payload: Any, as_json: bool, render: Any) -> None:
+    print(json.dumps(payload, indent=2, default=str) if as_json else render(payload))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Hashing, keys, code versions, environment, the home layout and errors: what every layer builds on."""

@@ -1,0 +1,32 @@
+"""The cache key of a step. Used by the Prefect cache policy and by the engine, never duplicated.
+
+key = SHA-256(action, action code version, validated params, input artifact hashes, environment).
+No run id, no timestamp: the same computation anywhere has the same key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from rlam_prefect.core.hashing import canonical_json, sha256_hex
+
+
+def key_parts(
+    action: str, code_version: str, params: Mapping[str, Any], input_hashes: Mapping[str, str], env_hash: str
+) -> dict[str, Any]:
+    """The named parts of a key, kept so that a miss can be explained part by part."""
+    return {
+        "action": action,
+        "code_version": code_version,
+        "params": dict(params),
+        "input_hashes": dict(input_hashes),
+        "env_hash": env_hash,
+    }
+
+
+def cache_key(
+    action: str, code_version: str, params: Mapping[str, Any], input_hashes: Mapping[str, str], env_hash: str
+) -> str:
+    parts = key_parts(action, code_version, params, input_hashes, env_hash)
+    return sha256_hex(canonical_json(parts).encode())

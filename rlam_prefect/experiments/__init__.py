@@ -1,0 +1,1 @@
+"""``rlam experiments``: Script vs Naive LAM vs R-LAM, measured."""

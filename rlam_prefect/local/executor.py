@@ -1,0 +1,300 @@
+"""A warm executor per RLAM_HOME: `rlam run|replay|fork` without paying the imports again.
+
+A fresh process pays ``import prefect`` (~1 s), scikit-learn (~1 s) and, with an LLM planner,
+``import litellm`` (2-3 s) before doing any work. After a flow command has run in-process, the
+client starts ``python -m rlam_prefect.cli.executor_entry`` detached: it connects to this home's Prefect
+server, imports those modules once and listens on ``$RLAM_HOME/prefect/executor.sock``.
+Later commands are handed over: the thin client sends argv, environment, working directory and
+its own stdin/stdout/stderr file descriptors; the executor forks a child (a copy of the
+preloaded process, so every command still runs in a fresh process state) that runs the same
+``rlam`` code on those descriptors. Output therefore goes straight to the client's terminal or
+pipe, and the exit code comes back over the socket.
+
+Rules (the same lifecycle as the managed server): tied to one RLAM_HOME, discoverable
+(``executor.json``), stoppable (``rlam server stop``), stops after RLAM_SERVER_IDLE_MINUTES without
+requests and when its server stops; a client killed mid-command interrupts its child (SIGTERM:
+inside a flow run Prefect's handler raises TerminationSignal, elsewhere KeyboardInterrupt), so the
+run is recorded as failed instead of staying "running". Any doubt means in-process execution: no executor
+yet, different project sources or installed packages (the executor then exits and a fresh one
+is started after the command), different PREFECT_*/LITELLM_*/PYTHON* settings, too many
+commands at once, a server that changed. ``RLAM_EXECUTOR=off`` disables it; with PREFECT_API_URL
+set it is off unless ``RLAM_EXECUTOR=on`` (the user's server is used and nothing is started).
+
+This module must stay cheap to import: the client side runs before any heavy import.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import select
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from rlam_prefect.core.home import HomeLayout
+from rlam_prefect.local.executor_client import (
+    MAX_CHILDREN, PROTOCOL, _CHILD_TERM_GRACE_S, _alive, _lock_path, fingerprint, read_state, socket_path, state_path,
+)
+
+Command = Callable[[list[str]], int]  # runs `rlam argv` in a child and returns its exit code
+
+
+# ---- the executor process ----------------------------------------------------------------
+
+
+class _Executor:
+    def __init__(self, home: HomeLayout, idle_minutes: float, command: Command) -> None:
+        self.home = home
+        self.command = command
+        self.idle_s = idle_minutes * 60.0
+        self.stopping = False
+        self.children: dict[int, socket.socket] = {}  # child pid -> its client's connection
+        self.terminated_at: dict[int, float] = {}
+        self.last_activity = time.monotonic()
+        self.server_checked = time.monotonic()
+
+    def _server_alive(self) -> bool:
+        """The managed server this executor serves still runs (state file and supervisor process)."""
+        from rlam_prefect.local import server
+
+        state = server.read_state(self.home)
+        return bool(state) and state.get("url") == self.api_url and _alive(state.get("supervisor_pid"))
+
+    def preload(self) -> None:
+        from rlam_prefect.local.backend import configure
+        from rlam_prefect.actions.project import ACTION_MODULES_ENV
+
+        os.environ.pop(ACTION_MODULES_ENV, None)  # a user's own action modules are imported fresh in each child
+        self.fingerprint = fingerprint()
+        self.managed = not os.environ.get("PREFECT_API_URL")  # else the user's server, given to the client too
+        self.api_url = configure(self.home)  # the server exists already: the client just used it
+        import prefect  # noqa: F401
+        import prefect.flow_engine  # noqa: F401
+        import prefect.task_engine  # noqa: F401
+
+        import rlam_prefect.prefect.flow  # noqa: F401
+        from rlam_prefect.actions.project import load_action_modules
+        from rlam_prefect.planning.llm import litellm_module
+
+        load_action_modules()
+        import sklearn.linear_model  # noqa: F401  (cached results unpickle estimators)
+
+        litellm_module()  # the default planner is a litellm model
+
+    def serve(self, listener: socket.socket) -> None:
+        signal.signal(signal.SIGTERM, self._request_stop)
+        signal.signal(signal.SIGINT, self._request_stop)
+        while not self.stopping or self.children:
+            if self.stopping and listener.fileno() >= 0:
+                listener.close()
+                socket_path(self.home).unlink(missing_ok=True)
+                for pid in list(self.children):
+                    self._terminate(pid)
+            watched = [conn for conn in self.children.values()]
+            if listener.fileno() >= 0:
+                watched.append(listener)
+            try:
+                readable, _, _ = select.select(watched, [], [], 0.2)
+            except InterruptedError:
+                readable = []
+            for item in readable:
+                if item is listener:
+                    self._accept(listener)
+                else:
+                    self._client_gone(item)
+            self._reap()
+            if self.managed and not self.stopping and time.monotonic() - self.server_checked > 2.0:
+                self.server_checked = time.monotonic()
+                if not self._server_alive():
+                    print("rlam executor: the local Prefect server stopped, stopping", flush=True)
+                    self.stopping = True
+            if not self.children and time.monotonic() - self.last_activity > self.idle_s and not self.stopping:
+                print(f"rlam executor: idle for {self.idle_s / 60:g} min, stopping", flush=True)
+                self.stopping = True
+
+    def _request_stop(self, signum: int, frame: Any) -> None:
+        self.stopping = True
+
+    def _accept(self, listener: socket.socket) -> None:
+        try:
+            conn, _ = listener.accept()
+        except OSError:
+            return
+        self.last_activity = time.monotonic()
+        conn.settimeout(5.0)
+        fds: list[int] = []
+        try:
+            data, fds, _, _ = socket.recv_fds(conn, 1 << 20, 3)
+            while not data.endswith(b"\n"):
+                more = conn.recv(1 << 20)
+                if not more:
+                    raise ConnectionError("request cut short")
+                data += more
+            request = json.loads(data)
+            refusal = self._refusal(request, fds)
+            if refusal:
+                print(f"rlam executor: refused ({refusal})", flush=True)
+                conn.sendall(json.dumps({"accepted": False, "reason": refusal}).encode() + b"\n")
+                conn.close()
+                if refusal.startswith("stale"):
+                    self.stopping = True  # a fresh executor is started after the client's command
+                return
+            conn.sendall(json.dumps({"accepted": True}).encode() + b"\n")
+            if conn.recv(3) != b"go\n":  # the client gave up waiting and runs the command itself
+                raise ConnectionError("the client did not confirm")
+            pid = os.fork()
+            if pid == 0:
+                self._child(request, fds, conn)  # never returns
+            conn.settimeout(None)
+            self.children[pid] = conn
+            print(f"rlam executor: child {pid} runs rlam {' '.join(request['argv'][:2])}", flush=True)
+        except (OSError, ValueError, ConnectionError) as exc:
+            print(f"rlam executor: bad request: {exc}", flush=True)
+            conn.close()
+        finally:
+            for fd in fds:
+                os.close(fd)
+
+    def _refusal(self, request: dict[str, Any], fds: list[int]) -> str | None:
+        from rlam_prefect.local import server
+
+        if request.get("protocol") != PROTOCOL or len(fds) != 3:
+            return "protocol"
+        if request.get("fingerprint") != self.fingerprint:
+            return "stale: project sources, installed packages or settings changed"
+        env = request.get("env") or {}
+        if HomeLayout(Path(env.get("RLAM_HOME") or "")).root.resolve() != self.home.root:
+            return "another RLAM_HOME"
+        if len(self.children) >= MAX_CHILDREN:
+            return "busy"
+        if self.managed:
+            if env.get("PREFECT_API_URL"):
+                return "PREFECT_API_URL given"
+            state = server.read_state(self.home)
+            if not state or state.get("url") != self.api_url or not server.healthy(self.api_url):
+                self.stopping = True
+                return "stale: the local Prefect server changed"
+            server.touch(self.home)  # client activity keeps the managed server up
+        elif env.get("PREFECT_API_URL") != self.api_url:
+            return "another PREFECT_API_URL"
+        return None
+
+    def _child(self, request: dict[str, Any], fds: list[int], conn: socket.socket) -> None:
+        code = 1
+        try:
+            conn.close()
+            for other in self.children.values():
+                other.close()
+            for target, fd in enumerate(fds):
+                os.dup2(fd, target)
+                os.close(fd)
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            signal.signal(signal.SIGTERM, _interrupted)  # the client went away: stop like Ctrl-C
+            os.chdir(request["cwd"])
+            env = dict(request["env"])
+            if self.managed:
+                env["PREFECT_API_URL"] = self.api_url
+                env["PREFECT_HOME"] = str(self.home.prefect)
+            os.environ.clear()
+            os.environ.update(env)
+            sys.stdout.reconfigure(line_buffering=os.isatty(1))
+            sys.stderr.reconfigure(line_buffering=True)
+            sys.argv = ["rlam", *request["argv"]]
+            code = self.command(list(request["argv"]))
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+        except BaseException as exc:  # the client still gets one line and an exit code
+            with contextlib.suppress(Exception):
+                print(f"rlam: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+            code = 1
+        finally:
+            with contextlib.suppress(BaseException):
+                import atexit
+
+                atexit._run_exitfuncs()  # Prefect's API log and event workers drain here
+            with contextlib.suppress(BaseException):
+                sys.stdout.flush()
+                sys.stderr.flush()
+            os._exit(code)
+
+    def _client_gone(self, conn: socket.socket) -> None:
+        for pid, owner in list(self.children.items()):
+            if owner is conn:
+                try:
+                    if conn.recv(1):
+                        return  # unexpected bytes: ignore; EOF below means the client is gone
+                except OSError:
+                    pass
+                print(f"rlam executor: client of child {pid} went away, interrupting it", flush=True)
+                self._terminate(pid)
+
+    def _terminate(self, pid: int) -> None:
+        if pid in self.terminated_at:
+            return
+        self.terminated_at[pid] = time.monotonic()
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+
+    def _reap(self) -> None:
+        for pid in list(self.children):
+            done, status_ = os.waitpid(pid, os.WNOHANG)
+            if done == 0:
+                started = self.terminated_at.get(pid)
+                if started is not None and time.monotonic() - started > _CHILD_TERM_GRACE_S:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+                continue
+            code = os.waitstatus_to_exitcode(status_)
+            conn = self.children.pop(pid)
+            self.terminated_at.pop(pid, None)
+            with contextlib.suppress(OSError):
+                conn.sendall(json.dumps({"exit": code if code >= 0 else 128 - code}).encode() + b"\n")
+            conn.close()
+            self.last_activity = time.monotonic()
+
+
+def _interrupted(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt("the rlam client went away")
+
+
+def run_executor(home: HomeLayout, idle_minutes: float, command: Command) -> int:
+    """Serve this home until idle or stopped; each accepted request runs ``command`` in a forked child."""
+    home.prefect.mkdir(parents=True, exist_ok=True)
+    lock = open(_lock_path(home), "a+b")  # held until exit: one executor per home
+    try:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return 0
+    executor = _Executor(home, idle_minutes, command)
+    started = time.monotonic()
+    executor.preload()
+    path = socket_path(home)
+    path.unlink(missing_ok=True)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    os.chmod(path, 0o600)
+    listener.listen(16)
+    state = {
+        "pid": os.getpid(), "socket": str(path), "fingerprint": executor.fingerprint,
+        "api_url": executor.api_url, "started_at": time.time(), "preload_s": round(time.monotonic() - started, 3),
+    }
+    tmp = state_path(home).with_suffix(".tmp")
+    tmp.write_text(json.dumps(state))
+    os.replace(tmp, state_path(home))
+    print(f"rlam executor: ready in {state['preload_s']} s, pid {os.getpid()}", flush=True)
+    try:
+        executor.serve(listener)
+    finally:
+        with contextlib.suppress(OSError):
+            listener.close()
+        if (read_state(home) or {}).get("pid") == os.getpid():
+            state_path(home).unlink(missing_ok=True)
+            path.unlink(missing_ok=True)
+        print("rlam executor: stopped", flush=True)
+    return 0

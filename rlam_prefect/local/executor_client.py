@@ -1,0 +1,223 @@
+"""The warm executor's client side: find it, hand it a command, start or stop it.
+
+The executor itself (``executor.py``) is documented there. This side must stay cheap to import: it
+runs before any heavy import, in every ``rlam run|replay|fork``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rlam_prefect.core.home import HomeLayout
+
+SWITCH_ENV = "RLAM_EXECUTOR"
+PROTOCOL = 1
+MAX_CHILDREN = 4
+_FINGERPRINT_ENV_PREFIXES = ("PREFECT_", "LITELLM_", "PYTHON", "DO_NOT_TRACK")
+_PER_SERVER_ENV = ("PREFECT_API_URL", "PREFECT_HOME")  # set by backend.configure for the managed server
+_SOCKET_PATH_MAX = 100  # AF_UNIX paths are limited to 107 bytes
+_CHILD_TERM_GRACE_S = 30.0
+
+
+def socket_path(home: HomeLayout) -> Path:
+    return home.prefect / "executor.sock"
+
+
+def state_path(home: HomeLayout) -> Path:
+    return home.prefect / "executor.json"
+
+
+def log_path(home: HomeLayout) -> Path:
+    return home.prefect / "executor.log"
+
+
+def _lock_path(home: HomeLayout) -> Path:
+    return home.prefect / "executor.lock"
+
+
+def enabled(environ: dict[str, str] | None = None) -> bool:
+    """Off with RLAM_EXECUTOR=off/0; with PREFECT_API_URL set, only when RLAM_EXECUTOR=on/1."""
+    env = os.environ if environ is None else environ
+    switch = (env.get(SWITCH_ENV) or "auto").strip().lower()
+    if switch in ("0", "off", "false", "no"):
+        return False
+    if switch in ("1", "on", "true", "yes"):
+        return True
+    return not env.get("PREFECT_API_URL")
+
+
+# ---- what makes an executor stale --------------------------------------------------------
+
+
+def _project_sources() -> list[Path]:
+    """The library's sources and the action modules of the project in the working directory."""
+    from rlam_prefect.actions.project import find_project
+
+    return [Path(__file__).resolve().parents[1], *find_project().module_paths()]
+
+
+def fingerprint(environ: dict[str, str] | None = None) -> str:
+    """Project sources (mtime, size), installed packages (site-packages directory mtimes),
+    interpreter and the settings Prefect and litellm read at import time. Cheap: stats only."""
+    env = os.environ if environ is None else environ
+    parts: list[Any] = [PROTOCOL, sys.executable, sys.version]
+    for source in _project_sources():
+        for path in sorted(source.rglob("*.py")) if source.is_dir() else [source]:
+            with contextlib.suppress(OSError):
+                st = path.stat()
+                parts.append((str(path), st.st_mtime_ns, st.st_size))
+    for entry in sys.path:
+        if entry.endswith("site-packages"):
+            with contextlib.suppress(OSError):
+                parts.append((entry, os.stat(entry).st_mtime_ns))
+    settings = sorted(
+        (k, v) for k, v in env.items() if k.startswith(_FINGERPRINT_ENV_PREFIXES) and k not in _PER_SERVER_ENV
+    )
+    parts.append(settings)
+    return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:16]
+
+
+# ---- the client side ---------------------------------------------------------------------
+
+
+def read_state(home: HomeLayout) -> dict[str, Any] | None:
+    try:
+        return json.loads(state_path(home).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def hand_over(home: HomeLayout, argv: Sequence[str]) -> int | None:
+    """Run ``rlam argv`` in this home's executor; None means "run it in-process" (no executor, stale, busy)."""
+    path = socket_path(home)
+    if not enabled() or len(str(path)) > _SOCKET_PATH_MAX or not path.exists():
+        return None
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(5.0)
+        try:
+            sock.connect(str(path))
+        except OSError:
+            return None  # stale socket file: nobody listens
+        request = {
+            "protocol": PROTOCOL,
+            "fingerprint": fingerprint(),
+            "argv": list(argv),
+            "env": {**os.environ, "RLAM_HOME": str(home.root)},
+            "cwd": os.getcwd(),
+        }
+        try:
+            socket.send_fds(sock, [json.dumps(request).encode() + b"\n"], [0, 1, 2])
+        except OSError:
+            return None  # e.g. a closed stdin: nothing was sent, run it here
+        sock.settimeout(30.0)
+        reader = sock.makefile("rb")
+        reply = _read_line(reader)
+        if not reply or not reply.get("accepted"):
+            return None  # nothing was started: the executor forks only after the "go" below
+        try:
+            sock.sendall(b"go\n")  # the commit point: from here on the command is the executor's
+        except OSError:
+            done = None
+        else:
+            sock.settimeout(None)  # the command runs as long as it runs
+            done = _read_line(reader)
+    finally:
+        sock.close()
+    if done is None or "exit" not in done:
+        print("rlam: error: the rlam executor stopped before the command finished; see "
+              f"{log_path(home)} and `rlam runs`", file=sys.stderr)
+        return 1
+    return int(done["exit"])
+
+
+def _read_line(reader: Any) -> dict[str, Any] | None:
+    try:
+        line = reader.readline()
+    except OSError:
+        return None
+    if not line:
+        return None
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError:
+        return None
+
+
+def spawn(home: HomeLayout, environ: dict[str, str]) -> bool:
+    """Start this home's executor in the background unless one runs (or is starting).
+
+    ``environ`` is the client's environment as it was before ``backend.configure`` pointed it
+    at the managed server, so the executor decides the same way the client did."""
+    if not enabled(environ) or len(str(socket_path(home))) > _SOCKET_PATH_MAX:
+        return False
+    home.prefect.mkdir(parents=True, exist_ok=True)
+    with open(_lock_path(home), "a+b") as handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False  # a live executor holds the lock for its whole life
+        fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+    with open(log_path(home), "ab") as log:
+        subprocess.Popen(
+            [sys.executable, "-m", "rlam_prefect.cli.executor_entry", "--home", str(home.root)],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True, env=dict(environ), cwd=str(home.root),
+        )
+    return True
+
+
+def status(home: HomeLayout) -> dict[str, Any]:
+    state = read_state(home)
+    if not state:
+        return {"running": False}
+    return {**state, "running": _alive(state.get("pid")) and socket_path(home).exists()}
+
+
+def stop(home: HomeLayout, wait: float = 10.0) -> bool:
+    state = read_state(home)
+    if not state:
+        return False
+    pid = state.get("pid")
+    if _alive(pid):
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + wait
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if _alive(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(FileNotFoundError):
+        if (read_state(home) or {}).get("pid") == pid:
+            state_path(home).unlink()
+            socket_path(home).unlink(missing_ok=True)
+    return True
+
+
+def _alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    with contextlib.suppress(OSError):  # a zombie is not alive
+        if Path(f"/proc/{pid}/stat").read_text().split(") ")[1].startswith("Z"):
+            return False
+    return True

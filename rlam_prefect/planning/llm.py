@@ -1,0 +1,147 @@
+"""The one door to litellm: lazy import, the offline default model, and a call counter.
+
+``import litellm`` costs 2-3 s and, unless told otherwise, fetches a cost map from the
+internet, so it is imported only when a planner is actually asked something.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from rlam_prefect.core.errors import one_line
+
+HEURISTIC_MODEL = "rlam/heuristic"
+DEFAULT_TIMEOUT_S = 60.0
+
+_lock = threading.Lock()
+_state: dict[str, Any] = {"litellm": None, "started": 0, "counted": 0}
+
+
+@dataclass
+class LLMReply:
+    text: str | None
+    latency_s: float
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    error_type: str | None = None
+    error_message: str | None = None
+
+
+def stay_offline() -> None:
+    """Before any import of litellm: read its model cost map from the package, not the internet."""
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+
+def litellm_module() -> Any:
+    """Import litellm once, offline, with the in-process default model and the call counter registered."""
+    with _lock:
+        if _state["litellm"] is None:
+            stay_offline()
+            import litellm
+            from litellm.integrations.custom_logger import CustomLogger
+
+            from rlam_prefect.planning.heuristic import HeuristicLLM
+
+            class _CallCounter(CustomLogger):  # counts what litellm itself saw, success or failure
+                def log_success_event(self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any) -> None:
+                    _count()
+
+                def log_failure_event(self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any) -> None:
+                    _count()
+
+            litellm.custom_provider_map = [
+                *[p for p in (litellm.custom_provider_map or []) if p.get("provider") != "rlam"],
+                {"provider": "rlam", "custom_handler": HeuristicLLM()},
+            ]
+            litellm.callbacks = [*(litellm.callbacks or []), _CallCounter()]
+            litellm.suppress_debug_info = True
+            _state["litellm"] = litellm
+        return _state["litellm"]
+
+
+def _count() -> None:
+    with _lock:
+        _state["counted"] += 1
+
+
+def complete(model: str, messages: list[dict[str, str]], *, temperature: float, seed: int | None) -> LLMReply:
+    """One planner call. Provider errors (no key, timeout, rate limit) come back as data, not exceptions."""
+    litellm = litellm_module()
+    kwargs: dict[str, Any] = {
+        "model": model,
+        "messages": messages,
+        "temperature": temperature,
+        "response_format": {"type": "json_object"},
+        "timeout": float(os.environ.get("RLAM_PLANNER_TIMEOUT") or DEFAULT_TIMEOUT_S),
+        "num_retries": 0,  # a retry would be an unrecorded second decision
+        "drop_params": True,  # e.g. Anthropic rejects `seed`
+    }
+    if seed is not None:
+        kwargs["seed"] = seed
+    mock = _next_mock_response()
+    if mock == "litellm.Timeout":  # litellm's timeout simulation: waits out the timeout, then raises
+        kwargs["mock_timeout"] = True
+    elif mock is not None:
+        kwargs["mock_response"] = mock
+    with _lock:
+        _state["started"] += 1
+    started = time.perf_counter()
+    try:
+        response = litellm.completion(**kwargs)
+    except Exception as exc:  # noqa: BLE001 - every provider failure becomes a recorded failed decision
+        return LLMReply(None, time.perf_counter() - started, error_type=type(exc).__name__, error_message=one_line(exc))
+    latency = time.perf_counter() - started
+    usage = getattr(response, "usage", None)
+    text = response.choices[0].message.content if response.choices else None
+    return LLMReply(
+        text if isinstance(text, str) else None,
+        latency,
+        getattr(usage, "prompt_tokens", None),
+        getattr(usage, "completion_tokens", None),
+    )
+
+
+MOCK_ENV = "RLAM_PLANNER_MOCK_RESPONSE"
+
+
+def _next_mock_response() -> str | None:
+    """litellm's own ``mock_response`` path, for tests and demos without a provider.
+
+    The variable holds one reply, or a JSON list of replies used in order (the last one repeats).
+    litellm turns "litellm.RateLimitError" and the like into that error; "litellm.Timeout" is a timeout.
+    """
+    raw = os.environ.get(MOCK_ENV)
+    if raw is None:
+        return None
+    try:
+        replies = json.loads(raw)
+    except json.JSONDecodeError:
+        return raw
+    if not isinstance(replies, list) or not all(isinstance(r, str) for r in replies) or not replies:
+        return raw
+    with _lock:
+        index = _state.setdefault("mock_index", 0)
+        _state["mock_index"] = index + 1
+    return replies[min(index, len(replies) - 1)]
+
+
+def calls_so_far() -> int:
+    """Calls counted in this process; 0 without importing litellm when no planner ever ran."""
+    return calls_seen() if _state["litellm"] is not None else 0
+
+
+def calls_seen(timeout: float = 5.0) -> int:
+    """LLM calls litellm's callback counted, after waiting for its logging thread to catch up."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with _lock:
+            started, counted = _state["started"], _state["counted"]
+        if counted >= started or time.monotonic() > deadline:
+            return counted
+        time.sleep(0.01)
+

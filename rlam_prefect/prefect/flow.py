@@ -1,0 +1,88 @@
+"""The R-LAM flow: ask for the next decision, execute it through the R-LAM layer, repeat.
+
+A thin adapter: its flat parameters (what the Prefect UI's custom-run form fills) become one typed
+request (``planning/requests.py``), validated into a plan that ``RunSession`` executes.
+
+One flow run per R-LAM run; each action is a task run named after it. Replay and fork are the
+same flow with ``replay_of`` or ``fork_of`` + ``fork_step``, so they can be launched from the
+Prefect UI's custom-run form as well as from ``rlam``.
+
+The flow is declared ``async`` although its body is synchronous: Prefect 3.8's sync engine joins
+its heartbeat thread at exit, which sleeps in 1 s slices, so every sync flow run pays up to 1 s
+(measured: 1.08 s vs 0.16 s for a one-task flow). Steps run one at a time either way.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow
+from prefect.runtime import flow_run
+from prefect.states import Failed, State
+
+from rlam_prefect.execution.session import RunSession
+from rlam_prefect.core.home import HomeLayout
+from rlam_prefect.planning.plan import prepare_plan
+from rlam_prefect.planning.requests import request_from_parameters
+from rlam_prefect.prefect.artifacts import flow_run_name, name_flow_run, publish_run_artifacts
+from rlam_prefect.prefect.client import shared_sync_client
+from rlam_prefect.record.store import TraceStore
+
+
+@flow(name="rlam", persist_result=False, flow_run_name=flow_run_name)
+async def rlam_flow(
+    run_id: str | None = None,
+    planner: str | None = None,
+    temperature: float | None = None,
+    seed: int | None = None,
+    max_steps: int | None = None,
+    target_accuracy: float | None = None,
+    overrides: dict[str, dict[str, Any]] | None = None,
+    replay_of: str | None = None,
+    fork_of: str | None = None,
+    fork_step: int | None = None,
+    pin_decisions: bool = False,
+    inject_failures: list[str] | None = None,
+    policy: dict[str, Any] | str | None = None,
+    approve: list[str] | None = None,
+    approval_timeout: int | None = None,
+) -> dict[str, Any] | State:
+    """Plan and execute one R-LAM run; or replay (replay_of) or fork (fork_of + fork_step) a recorded one.
+
+    planner: "fixed", "rlam/heuristic" (offline default) or any litellm model string; a fork keeps its
+    parent's planner unless told otherwise. overrides: {action: {param: value}}, applied to that
+    action from the fork step on. pin_decisions: a fork re-uses the parent's plan instead of asking the planner.
+    policy: an execution policy, as a path to a YAML/JSON file on the machine running the flow or as its
+    rules (default: $RLAM_POLICY, else a replayed or forked run's recorded policy). approve: actions
+    (or "all") pre-approved; any other action the policy gates pauses this flow run for a person's
+    decision (approval_timeout seconds, default 3600).
+    """
+    with shared_sync_client():  # one API client for every task run's storage lookups (see prefect_client.py)
+        home = HomeLayout.from_env()
+        request = request_from_parameters(
+            run_id=run_id, planner=planner, temperature=temperature, seed=seed, max_steps=max_steps,
+            target_accuracy=target_accuracy, overrides=overrides, replay_of=replay_of, fork_of=fork_of,
+            fork_step=fork_step, pin_decisions=pin_decisions, inject_failures=inject_failures, policy=policy,
+            approve=approve, approval_timeout=approval_timeout,
+        )
+        plan = prepare_plan(TraceStore(home), request)
+        name_flow_run(f"{plan.mode}-{plan.run_id}")  # a deployment run starts with a random name
+        session = RunSession(home, plan, flow_run.get_id())
+        session.start()
+        try:
+            while (decision := session.next_decision()) is not None:
+                session.execute(decision)
+        except BaseException as exc:  # recorded, then re-raised: the run must not look completed
+            session.finish(error=f"{type(exc).__name__}: {exc}")
+            if isinstance(exc, Exception):
+                try:
+                    await publish_run_artifacts(session.store, plan.run_id)
+                except Exception as publish_error:  # the run's own failure stays the one raised
+                    exc.add_note(f"publishing the run's artifacts failed too: {publish_error}")
+            raise
+        summary = session.finish()
+        await publish_run_artifacts(session.store, plan.run_id)  # steps, lineage and metrics on the flow run page
+        if summary["status"] != "completed":
+            # a failed run is an outcome, not a crash: mark the flow run failed without a traceback
+            return Failed(message=f"run {plan.run_id} {summary['status']}: see `rlam show {plan.run_id}`")
+        return {"run_id": plan.run_id, "status": summary["status"]}

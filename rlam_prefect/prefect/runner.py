@@ -1,0 +1,78 @@
+"""Run a validated plan as one Prefect flow run and report it from the trace.
+
+Which Prefect API the process talks to is decided before this is called (``local/backend.py``)."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextvars
+from typing import Any
+
+from rlam_prefect.core.errors import RLamError, UnknownRunError
+from rlam_prefect.core.home import HomeLayout
+from rlam_prefect.planning.plan import RunPlan
+from rlam_prefect.record.report import run_report
+from rlam_prefect.record.store import TraceStore
+
+
+def flow_parameters(plan: RunPlan) -> dict[str, Any]:
+    """The flow's parameters for a validated plan (a replay takes its planner from the trace)."""
+    params: dict[str, Any] = {
+        "run_id": plan.run_id,
+        "overrides": plan.overrides or None,
+        "replay_of": plan.parent_run_id if plan.mode == "replay" else None,
+        "fork_of": plan.parent_run_id if plan.mode == "fork" else None,
+        "fork_step": plan.fork_step,
+        "pin_decisions": plan.pin_decisions,
+        "inject_failures": list(plan.inject_failures) or None,
+        "policy": plan.policy.to_dict() if plan.policy else None,
+        "approve": list(plan.pre_approved) or None,
+        "approval_timeout": plan.approval_timeout,
+    }
+    if plan.mode != "replay":
+        options = plan.planner
+        params.update(
+            planner=options.model,
+            temperature=options.temperature,
+            seed=options.seed,
+            max_steps=options.max_steps,
+            target_accuracy=options.target_accuracy,
+        )
+    return params
+
+
+def call_flow(params: dict[str, Any]) -> Any:
+    """The rlam flow run for ``params``, as its final state; one sync API client serves the whole call.
+
+    Called from plain code, the flow runs on a fresh event loop. Called where a loop already runs
+    (Jupyter, an async caller, an async Prefect flow), it runs on a fresh loop in a worker thread
+    with a copy of the caller's context, so inside a user's own Prefect flow it is still a subflow.
+    Prefect builds a new sync client (about 20 ms) for each storage lookup it makes outside a
+    client context, two of them before the flow body starts (see ``client.py``).
+    """
+    from rlam_prefect.prefect.client import shared_sync_client
+    from rlam_prefect.prefect.flow import rlam_flow
+
+    def run() -> Any:
+        with shared_sync_client():
+            return asyncio.run(rlam_flow(**params, return_state=True))  # an async flow: see flow.py
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return run()
+    context = contextvars.copy_context()
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="rlam-flow") as pool:
+        return pool.submit(context.run, run).result()
+
+
+def report_of(plan: RunPlan, home: HomeLayout, state: Any) -> dict[str, Any]:
+    """The run's report from the trace (the record), or the error that stopped it before it was recorded."""
+    try:
+        return run_report(TraceStore(home), plan.run_id)
+    except UnknownRunError:
+        error = state.result(raise_on_failure=False)
+        if isinstance(error, BaseException):
+            raise error from None  # it failed before recording anything: a user error or a bug
+        raise RLamError(f"flow run ended {state.name} before run {plan.run_id} was recorded") from None
