@@ -1,4 +1,4 @@
-"""rlam diff, rlam explain, and the README's DuckDB queries, on real runs."""
+"""rlam diff, rlam explain, and the DuckDB queries of docs/querying.md, on real runs."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 
 from rlam_prefect.record.compare import key_differences
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+README = Path(__file__).resolve().parents[1] / "docs" / "querying.md"
 
 
 @pytest.fixture
