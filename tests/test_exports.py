@@ -12,7 +12,7 @@ from openlineage.client.event_v2 import RunState
 from prov.model import PROV_TYPE, ProvActivity, ProvAgent, ProvDocument, ProvEntity, ProvGeneration
 from rocrate.rocrate import ROCrate
 
-from rlam_prefect.exports.to_openlineage import read_events, run_uuid
+from rlam_prefect.record.exports.to_openlineage import read_events, run_uuid
 from tests.conftest import Workspace
 
 

@@ -31,6 +31,7 @@ from rlam_prefect.planning.llm import calls_so_far
 from rlam_prefect.planning.sources import Decision
 from rlam_prefect.planning.plan import RunPlan
 from rlam_prefect.record.results import ResultGuard
+from rlam_prefect.record.records import DecisionRecord, ResultRecord, RunEvent, StepRecord
 from rlam_prefect.record.store import TraceStore, utcnow
 
 APPROVAL_COLUMNS = ("approval", "approved_by", "approval_via", "approval_edits", "approval_note")
@@ -74,7 +75,7 @@ class RunSession:
     def next_decision(self) -> Decision | None:
         decision = self.source.next_decision(self.history)
         if decision is None and self.source.stop_record is not None:
-            self.store.append_decision({"run_id": self.plan.run_id, **self.source.stop_record})  # why the run ended
+            self.store.append_decision(DecisionRecord(**{**self.source.stop_record, "run_id": self.plan.run_id}))  # why the run ended
         return decision
 
     def finish(self, error: str | None = None) -> dict[str, Any]:
@@ -94,26 +95,20 @@ class RunSession:
         step = len(self.history) + 1
         started = utcnow()
         clock = time.perf_counter()
-        row: dict[str, Any] = {
-            "run_id": self.plan.run_id,
-            "step": step,
-            "action": decision.action,
-            "params": canonical_json(decision.params),
-            "started_at": started,
-            "reason": decision.reason,
-        }
-        if decision.recovers_step is not None:
-            row["recovers_step"] = decision.recovers_step
+        row = StepRecord(
+            run_id=self.plan.run_id, step=step, action=decision.action, params=canonical_json(decision.params),
+            started_at=started, reason=decision.reason, recovers_step=decision.recovers_step,
+        )
         if decision.rejection is not None:
             row.update(action=decision.action or "(invalid)", params=None, status="rejected", error_type="InvalidDecision", error_message=decision.rejection)
             return self._record(row, clock, decision)
         original = decision.original
         if decision.expect_cached and original is not None:
-            row.update({k: original.get(k) for k in APPROVAL_COLUMNS})  # recorded approvals are reused, never asked again
+            row.update(**{k: original.get(k) for k in APPROVAL_COLUMNS})  # recorded approvals are reused, never asked again
         if decision.expect_cached and original is not None and original["status"] in ("failed", "rejected"):
             # A recorded failure is part of the run: carried into the replay, never re-executed.
-            row.update({k: original[k] for k in ("params", "input_hashes", "cache_key", "code_version", "env_hash", "status", "error_type", "error_message")})
-            row["error_message"] = f"{original['error_message']} (recorded in run {original['run_id']}, not re-executed)"
+            row.update(**{k: original[k] for k in ("params", "input_hashes", "cache_key", "code_version", "env_hash", "status", "error_type", "error_message")})
+            row.error_message = f"{original['error_message']} (recorded in run {original['run_id']}, not re-executed)"
             return self._record(row, clock, decision)
         if not decision.expect_cached:
             refused = self._govern(decision, step, row)
@@ -128,7 +123,7 @@ class RunSession:
             row.update(status="failed", error_type=type(exc).__name__, error_message=str(exc))
         return self._record(row, clock, decision)
 
-    def _govern(self, decision: Decision, step: int, row: dict[str, Any]) -> tuple[str, str] | None:
+    def _govern(self, decision: Decision, step: int, row: StepRecord) -> tuple[str, str] | None:
         """Policy rules and the approval gate for a new decision: (error_type, message) if refused.
 
         An approved edit replaces ``decision.params``; the edit is checked like any other decision.
@@ -146,7 +141,7 @@ class RunSession:
         if not policy.needs_approval(decision.action):
             return None
         approval = approval_gate.ask(step, decision.action, params, self.plan.pre_approved, self.plan.approval_timeout)
-        row.update(approval.row(params))
+        row.update(**approval.row(params))
         who = f" by {approval.reviewer}" if approval.reviewer else ""
         if not approval.approved:
             note = f": {approval.note}" if approval.note else ""
@@ -159,10 +154,10 @@ class RunSession:
         if broken:
             return "PolicyViolation", f"the parameters approved{who} break policy rule {broken}"
         decision.params = edited
-        row["params"] = canonical_json(edited)
+        row.params = canonical_json(edited)
         return None
 
-    def _run_step(self, decision: Decision, step: int, row: dict[str, Any]) -> None:
+    def _run_step(self, decision: Decision, step: int, row: StepRecord) -> None:
         spec = get_action(decision.action)
         params = spec.validate_params(decision.params)
         inputs = {arg: self.artifacts[kind] for arg, kind in spec.input_kinds.items() if kind in self.artifacts}
@@ -195,7 +190,7 @@ class RunSession:
             else:
                 moved = self.guard.quarantine_orphan(key)
                 if moved is not None:
-                    row["reason"] = f"{row['reason']}; an unindexed result file for this key was moved to {moved}".lstrip("; ")
+                    row.reason = f"{row.reason}; an unindexed result file for this key was moved to {moved}".lstrip("; ")
             task = _action_task(spec, self.home)
             state = task(
                 step=step,
@@ -206,7 +201,7 @@ class RunSession:
                 return_state=True,
                 wait_for=decision.upstream or None,
             )
-            row["prefect_task_run_id"] = str(state.state_details.task_run_id) if state.state_details else None
+            row.prefect_task_run_id = str(state.state_details.task_run_id) if state.state_details else None
             if state.is_failed() or state.is_crashed():
                 exc = state.result(raise_on_failure=False, _sync=True)  # the flow is async: force the sync path
                 if isinstance(exc, RLamError):
@@ -220,22 +215,15 @@ class RunSession:
                 recomputed = content_hash(artifact.value)
                 if recomputed != record["output_hash"]:
                     raise StoredResultError(f"{what}: cached result hashes to {recomputed[:19]}, recorded {record['output_hash'][:19]}")
-                row["status"] = "cached"
+                row.status = "cached"
             else:
-                row["status"] = "executed"
+                row.status = "executed"
                 digest, size = self.guard.file_digest(key)
                 self.store.put_result_record(
-                    {
-                        "cache_key": key,
-                        "action": spec.name,
-                        "output_hash": artifact.content_hash,
-                        "output_kind": artifact.kind,
-                        "result_digest": digest,
-                        "result_bytes": size,
-                        "run_id": self.plan.run_id,
-                        "step": step,
-                        "created_at": utcnow(),
-                    }
+                    ResultRecord(
+                        cache_key=key, action=spec.name, output_hash=artifact.content_hash, output_kind=artifact.kind,
+                        result_digest=digest, result_bytes=size, run_id=self.plan.run_id, step=step, created_at=utcnow(),
+                    )
                 )
             row.update(output_hash=artifact.content_hash, summary=canonical_json(artifact.summary()), result_digest=record["result_digest"] if record else digest)
             unmet = spec.unmet_effect(artifact.kind, artifact.value)
@@ -244,21 +232,22 @@ class RunSession:
                 return
             self.artifacts[artifact.kind] = artifact
 
-    def _record(self, row: dict[str, Any], clock: float, decision: Decision) -> dict[str, Any]:
-        row["duration_s"] = time.perf_counter() - clock
+    def _record(self, row: StepRecord, clock: float, decision: Decision) -> dict[str, Any]:
+        row.duration_s = time.perf_counter() - clock
         self.store.append_step(row)
         if decision.record is not None:
-            self.store.append_decision({"run_id": self.plan.run_id, **decision.record, "step": row["step"]})
-        self.history.append(row)
+            self.store.append_decision(DecisionRecord(**{**decision.record, "run_id": self.plan.run_id, "step": row.step}))
+        recorded = row.to_row()
+        self.history.append(recorded)
         for listener in _listeners.get():
-            listener(row)
-        return row
+            listener(recorded)
+        return recorded
 
     # ---- run rows ------------------------------------------------------------------------
 
-    def _run_row(self, event: str, status: str, error: str | None = None) -> dict[str, Any]:
+    def _run_row(self, event: str, status: str, error: str | None = None) -> RunEvent:
         plan = self.plan
-        row: dict[str, Any] = {
+        row = RunEvent(**{
             "run_id": plan.run_id,
             "event": event,
             "prefect_flow_run_id": self.flow_run_id,
@@ -280,7 +269,7 @@ class RunSession:
             "pid": os.getpid(),
             "policy_hash": plan.policy.hash if plan.policy else None,
             "policy": plan.policy.to_json() if plan.policy else None,
-        }
+        })
         if event == "end":
             row.update(
                 ended_at=utcnow(),
@@ -308,9 +297,9 @@ class RunSession:
                 return json.loads(row["summary"])
         return {}
 
-    def _why_no_cache(self, original: dict[str, Any] | None, row: dict[str, Any]) -> str:
+    def _why_no_cache(self, original: dict[str, Any] | None, row: StepRecord) -> str:
         recorded_by = self.store.run(original["run_id"]).get("rlam_version") if original else None
-        return _why_no_cache(original, row, recorded_by)
+        return _why_no_cache(original, row.to_row(), recorded_by)
 
     def _identical(self) -> bool:
         original = self.plan.parent_steps

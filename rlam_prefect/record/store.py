@@ -12,13 +12,14 @@ the files read one by one, to name the damaged one.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import os
 import socket
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -28,7 +29,10 @@ import pyarrow.parquet as pq
 from rlam_prefect.core.errors import TraceCorruptError, UnknownRunError, one_line
 from rlam_prefect.core.home import HomeLayout
 from rlam_prefect.core.secrets import redact, secret_values
+from rlam_prefect.record.records import DecisionRecord, Record, ResultRecord, RunEvent, StepRecord
 from rlam_prefect.record.schema import TABLES
+
+R = TypeVar("R", bound=Record)
 
 
 def utcnow() -> dt.datetime:
@@ -47,31 +51,26 @@ class TraceStore:
         """Write ``rows`` as one new file; raises FileExistsError instead of replacing a file."""
         return _write_new(self.root / table / partition, name, _arrow_rows(table, rows))
 
-    def append_run_event(self, row: Mapping[str, Any]) -> None:
-        event = row["event"]
-        self.append("runs", [{**row, "recorded_at": utcnow()}], partition=row["run_id"], name=f"{_EVENT_ORDER[event]}-{event}")
+    def append_run_event(self, record: RunEvent | Mapping[str, Any]) -> None:
+        row = _typed(RunEvent, record)
+        row.recorded_at = utcnow()
+        self.append("runs", [row.to_row()], partition=row.run_id, name=f"{_EVENT_ORDER[row.event]}-{row.event}")
 
-    def append_step(self, row: Mapping[str, Any]) -> None:
-        self.append(
-            "steps",
-            [{**row, "recorded_at": utcnow()}],
-            partition=row["run_id"],
-            name=f"step-{row['step']:05d}-{uuid.uuid4().hex[:8]}",
-        )
+    def append_step(self, record: StepRecord | Mapping[str, Any]) -> None:
+        row = _typed(StepRecord, record)
+        row.recorded_at = utcnow()
+        self.append("steps", [row.to_row()], partition=row.run_id, name=f"step-{row.step:05d}-{uuid.uuid4().hex[:8]}")
 
-    def append_decision(self, row: Mapping[str, Any]) -> None:
-        self.append(
-            "decisions",
-            [{**row, "recorded_at": utcnow()}],
-            partition=row["run_id"],
-            name=f"decision-{row['step']:05d}-{uuid.uuid4().hex[:8]}",
-        )
+    def append_decision(self, record: DecisionRecord | Mapping[str, Any]) -> None:
+        row = _typed(DecisionRecord, record)
+        row.recorded_at = utcnow()
+        self.append("decisions", [row.to_row()], partition=row.run_id, name=f"decision-{row.step:05d}-{uuid.uuid4().hex[:8]}")
 
-    def put_result_record(self, row: Mapping[str, Any]) -> bool:
+    def put_result_record(self, record: ResultRecord | Mapping[str, Any]) -> bool:
         """Index a stored result under its cache key. False if the key is already indexed."""
-        key = row["cache_key"]
+        row = _typed(ResultRecord, record)
         try:
-            self.append("results", [row], partition=key[:2], name=key)
+            self.append("results", [row.to_row()], partition=row.cache_key[:2], name=row.cache_key)
         except FileExistsError:
             return False
         return True
@@ -197,6 +196,16 @@ def _write_new(directory: Path, name: str, data: pa.Table) -> Path:
         tmp.unlink(missing_ok=True)
     _fsync_dir(directory)
     return final
+
+
+def _typed(kind: type[R], record: R | Mapping[str, Any]) -> R:
+    """The record itself, or a mapping read as one (a column the table does not have is an error)."""
+    if isinstance(record, kind):
+        return dataclasses.replace(record)  # a copy: recorded_at is set on it, not on the caller's
+    try:
+        return kind(**record)
+    except TypeError as exc:
+        raise TypeError(f"not a {kind.__name__}: {exc}") from None
 
 
 def _arrow_rows(table: str, rows: list[Mapping[str, Any]]) -> pa.Table:

@@ -28,7 +28,7 @@ from openlineage.client.generated.parent_run import Run as ParentRun
 from openlineage.client.generated.processing_engine_run import ProcessingEngineRunFacet
 from openlineage.client.serde import Serde
 
-from rlam_prefect.exports.record import RunRecord, StepRecord, iso
+from rlam_prefect.record.exports.record import RunRecord, StepRecord, iso
 
 JOB_NAMESPACE = "rlam-prefect"
 DATASET_NAMESPACE = "rlam-artifact"

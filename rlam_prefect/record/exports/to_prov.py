@@ -16,7 +16,7 @@ from typing import Any
 
 from prov.model import PROV_LABEL, PROV_TYPE, ProvActivity, ProvDocument
 
-from rlam_prefect.exports.record import RunRecord, StepRecord
+from rlam_prefect.record.exports.record import RunRecord, StepRecord
 
 RLAM_NS = "https://w3id.org/rlam-prefect/terms#"
 

@@ -24,7 +24,7 @@ from rocrate.model.computerlanguage import ComputerLanguage
 from rocrate.model.contextentity import ContextEntity
 from rocrate.rocrate import ROCrate
 
-from rlam_prefect.exports.record import RunRecord, StepRecord, iso
+from rlam_prefect.record.exports.record import RunRecord, StepRecord, iso
 from rlam_prefect.record.schema import TABLES
 
 PROFILES = ("process", "workflow", "provenance")
