@@ -262,8 +262,8 @@ def executor_commands(home: Path) -> int:
 def phases_child(home_dir: Path, run_id: str, out: Path) -> None:
     """One in-process replay split into phases: imports, server connect, flow call (tasks, trace I/O, engine)."""
     t0 = time.perf_counter()
-    from rlam_prefect.local.backend import configure
     from rlam_prefect.core.home import HomeLayout
+    from rlam_prefect.local.backend import configure
     from rlam_prefect.record.store import TraceStore
 
     marks = {"import_rlam": time.perf_counter() - t0}
@@ -351,8 +351,8 @@ OVERHEAD_WORKLOAD = {"load_dataset": {"name": "synthetic", "n_samples": 8000, "n
 
 def overhead_child(server_home: Path, state_root: Path, repeats: int, out: Path) -> None:
     """Plain Prefect flow vs the R-LAM flow, same tasks, same process, same server."""
-    from rlam_prefect.local.backend import configure
     from rlam_prefect.core.home import HomeLayout
+    from rlam_prefect.local.backend import configure
     from rlam_prefect.local.server import ensure_server
 
     assert "prefect" not in sys.modules, "Prefect imported before its API was configured"
@@ -410,11 +410,11 @@ def overhead_child(server_home: Path, state_root: Path, repeats: int, out: Path)
 
 def build_plain_flow() -> Any:
     """A Prefect flow of the same five actions, no cache, no persistence, no R-LAM layer."""
-    import tasks  # noqa: F401 - registers the actions
-    from rlam_prefect.actions.project import fixed_order
     from prefect import flow, task
     from prefect.cache_policies import NO_CACHE
 
+    import tasks  # noqa: F401 - registers the actions
+    from rlam_prefect.actions.project import fixed_order
     from rlam_prefect.actions.registry import get_action
 
     def make_task(name: str) -> Any:
@@ -830,7 +830,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so that `finally` still stops the servers
     tmp_root = Path(tempfile.mkdtemp(prefix="rlam-bench-"))
     results: dict[str, Any] = {
-        "date_utc": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "date_utc": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "argv": list(sys.argv[1:] if argv is None else argv),
         "repeats": repeats,
         "planner": policy.planner,

@@ -80,8 +80,15 @@ if TYPE_CHECKING:  # for type checkers and IDEs; never executed
     from rlam_prefect.api.results import DiffResult, Explanation, RunResult, RunSummary, StepResult, SweepResult, VerifyResult
     from rlam_prefect.api.verbs import diff, explain, export, fork, replay, run, sweep, verify
     from rlam_prefect.core.errors import (
-        ActionContractError, InvalidParamsError, ReplayMismatchError, RLamError, StoredResultError, TraceCorruptError,
-        UnknownActionError, UnknownRunError, UsageError,
+        ActionContractError,
+        InvalidParamsError,
+        ReplayMismatchError,
+        RLamError,
+        StoredResultError,
+        TraceCorruptError,
+        UnknownActionError,
+        UnknownRunError,
+        UsageError,
     )
     from rlam_prefect.core.hashing import UnhashableValueError, content_hash
     from rlam_prefect.prefect.audit_flow import audit_flow

@@ -26,8 +26,8 @@ from typing import Any
 import httpx
 import pytest
 
-from rlam_prefect.local import server
 from rlam_prefect.core.home import HomeLayout
+from rlam_prefect.local import server
 from rlam_prefect.record.store import TraceStore
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -7,9 +7,9 @@ from collections import Counter
 
 import tasks  # noqa: F401
 from rlam_prefect.actions.registry import registered_actions
-from rlam_prefect.planning.replies import parse_reply
 from rlam_prefect.planning.llm import HEURISTIC_MODEL, complete
 from rlam_prefect.planning.prompt import PlannerState, build_messages
+from rlam_prefect.planning.replies import parse_reply
 
 
 def _row(step, action, status="executed", output_kind=None, summary=None, params=None, error=None):

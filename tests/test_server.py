@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from rlam_prefect.local import server
 from rlam_prefect.core.home import HomeLayout
+from rlam_prefect.local import server
 from rlam_prefect.record.store import TraceStore
 
 ROOT = Path(__file__).resolve().parents[1]

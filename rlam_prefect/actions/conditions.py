@@ -47,7 +47,7 @@ class Effect:
 def _holds(evaluate: Callable[[], Any]) -> bool:
     try:
         return bool(evaluate())
-    except Exception:  # noqa: BLE001 - a check that cannot be evaluated does not hold
+    except Exception:
         return False
 
 

@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from rlam_prefect.core.code_version import code_version
 from rlam_prefect.actions.conditions import Effect, Precondition, default_preconditions
 from rlam_prefect.actions.registry import default_registry
+from rlam_prefect.core.code_version import code_version
 from rlam_prefect.core.errors import InvalidParamsError
 
 if TYPE_CHECKING:

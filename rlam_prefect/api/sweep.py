@@ -22,8 +22,8 @@ def run_sweep(sweep: SweepPlan, home: HomeLayout, *, workers: int | None = None,
     from rlam_prefect.local.backend import configure
 
     configure(home)  # before Prefect is imported; local workers inherit PREFECT_API_URL from this process
-    from rlam_prefect.prefect.sweep_flow import sweep_flow, task_runner
     from rlam_prefect.prefect.runner import flow_parameters
+    from rlam_prefect.prefect.sweep_flow import sweep_flow, task_runner
 
     forks = [
         {"label": point_text(point), "run_id": plan.run_id, "params": flow_parameters(plan)}

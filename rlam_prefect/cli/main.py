@@ -17,6 +17,7 @@ from typing import Any, NoReturn
 
 from rlam_prefect.core.errors import RLamError, UsageError
 from rlam_prefect.core.home import HomeLayout
+from rlam_prefect.core.version import __version__
 
 
 class _Parser(argparse.ArgumentParser):
@@ -26,6 +27,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="rlam", description="Reproducible LLM-driven workflows on Prefect.")
+    parser.add_argument("--version", action="version", version=f"rlam {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     run = sub.add_parser("run", help="run the workflow (R-LAM by default)")
@@ -258,7 +260,9 @@ def _experiments(rlam: Any, home: Any, args: argparse.Namespace) -> int:
 
     out = args.out or Path(f"rlam-experiments-{experiments.utc_stamp()}")
     settings = experiments.Settings(repeats=args.repeats, planner=args.planner, temperature=args.temperature, base_seed=args.seed, out=out)
-    _emit(experiments.run_experiments(settings), args.json, experiments.render_summary)
+    from rlam_prefect.experiments.report import render_summary
+
+    _emit(experiments.run_experiments(settings), args.json, render_summary)
     return 0
 
 

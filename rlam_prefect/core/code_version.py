@@ -44,7 +44,7 @@ def code_version(fn: Any) -> str:
         return _code_version(fn)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _code_version(fn: Any) -> str:
     parts: list[bytes] = []
     seen: set[int] = set()

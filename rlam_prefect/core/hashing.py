@@ -170,7 +170,7 @@ def _fingerprint_reduced(value: Any) -> str:
         raise UnhashableValueError(f"cannot hash a value of type {_qualname(value)}")
     try:
         reduced = value.__reduce_ex__(4)
-    except Exception as exc:  # noqa: BLE001 - any refusal means: no canonical content
+    except Exception as exc:
         raise UnhashableValueError(f"cannot hash a value of type {_qualname(value)}: {exc}") from exc
     if isinstance(reduced, str) or not isinstance(reduced, tuple) or len(reduced) < 2:
         raise UnhashableValueError(f"cannot hash a value of type {_qualname(value)}")

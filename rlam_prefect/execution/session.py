@@ -17,21 +17,21 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from rlam_prefect.core.version import __version__
-from rlam_prefect.execution import approval as approval_gate
-from rlam_prefect.actions.registry import get_action
 from rlam_prefect.actions.artifact import Artifact
+from rlam_prefect.actions.registry import get_action
 from rlam_prefect.core.environment import environment, environment_hash, runtime_versions
-from rlam_prefect.record.compare import key_differences, outcome
-from rlam_prefect.core.errors import RLamError, ReplayMismatchError, StoredResultError, one_line
+from rlam_prefect.core.errors import ReplayMismatchError, RLamError, StoredResultError, one_line
 from rlam_prefect.core.hashing import canonical_json, content_hash
 from rlam_prefect.core.home import HomeLayout
 from rlam_prefect.core.keys import cache_key
+from rlam_prefect.core.version import __version__
+from rlam_prefect.execution import approval as approval_gate
 from rlam_prefect.planning.llm import calls_so_far
-from rlam_prefect.planning.sources import Decision
 from rlam_prefect.planning.plan import RunPlan
-from rlam_prefect.record.results import ResultGuard
+from rlam_prefect.planning.sources import Decision
+from rlam_prefect.record.compare import key_differences, outcome
 from rlam_prefect.record.records import DecisionRecord, ResultRecord, RunEvent, StepRecord
+from rlam_prefect.record.results import ResultGuard
 from rlam_prefect.record.store import TraceStore, utcnow
 
 APPROVAL_COLUMNS = ("approval", "approved_by", "approval_via", "approval_edits", "approval_note")

@@ -35,11 +35,20 @@ import socket
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from rlam_prefect.core.home import HomeLayout
 from rlam_prefect.local.executor_client import (
-    MAX_CHILDREN, PROTOCOL, _CHILD_TERM_GRACE_S, _alive, _lock_path, fingerprint, read_state, socket_path, state_path,
+    _CHILD_TERM_GRACE_S,
+    MAX_CHILDREN,
+    PROTOCOL,
+    _alive,
+    _lock_path,
+    fingerprint,
+    read_state,
+    socket_path,
+    state_path,
 )
 
 Command = Callable[[list[str]], int]  # runs `rlam argv` in a child and returns its exit code
@@ -67,15 +76,15 @@ class _Executor:
         return bool(state) and state.get("url") == self.api_url and _alive(state.get("supervisor_pid"))
 
     def preload(self) -> None:
-        from rlam_prefect.local.backend import configure
         from rlam_prefect.actions.project import ACTION_MODULES_ENV
+        from rlam_prefect.local.backend import configure
 
         os.environ.pop(ACTION_MODULES_ENV, None)  # a user's own action modules are imported fresh in each child
         self.fingerprint = fingerprint()
         self.managed = not os.environ.get("PREFECT_API_URL")  # else the user's server, given to the client too
         self.api_url = configure(self.home)  # the server exists already: the client just used it
-        import prefect  # noqa: F401
-        import prefect.flow_engine  # noqa: F401
+        import prefect
+        import prefect.flow_engine
         import prefect.task_engine  # noqa: F401
 
         import rlam_prefect.prefect.flow  # noqa: F401

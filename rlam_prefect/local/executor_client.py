@@ -6,13 +6,11 @@ runs before any heavy import, in every ``rlam run|replay|fork``.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import fcntl
 import hashlib
 import json
 import os
-import select
 import signal
 import socket
 import subprocess

@@ -15,11 +15,11 @@ import math
 import random
 from typing import Any
 
-from rlam_prefect.planning.llm import stay_offline
+from rlam_prefect.planning.offline import stay_offline
 
 stay_offline()  # this module may be imported before llm.litellm_module() (tests, tools)
 
-from litellm import CustomLLM, ModelResponse  # noqa: E402
+from litellm import CustomLLM, ModelResponse
 
 from rlam_prefect.core.hashing import canonical_json, sha256_hex
 from rlam_prefect.planning.prompt import read_state

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rlam_prefect.core.errors import one_line
+from rlam_prefect.planning.offline import stay_offline
 
 HEURISTIC_MODEL = "rlam/heuristic"
 DEFAULT_TIMEOUT_S = 60.0
@@ -30,11 +31,6 @@ class LLMReply:
     completion_tokens: int | None = None
     error_type: str | None = None
     error_message: str | None = None
-
-
-def stay_offline() -> None:
-    """Before any import of litellm: read its model cost map from the package, not the internet."""
-    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 
 def litellm_module() -> Any:
@@ -93,7 +89,7 @@ def complete(model: str, messages: list[dict[str, str]], *, temperature: float, 
     started = time.perf_counter()
     try:
         response = litellm.completion(**kwargs)
-    except Exception as exc:  # noqa: BLE001 - every provider failure becomes a recorded failed decision
+    except Exception as exc:
         return LLMReply(None, time.perf_counter() - started, error_type=type(exc).__name__, error_message=one_line(exc))
     latency = time.perf_counter() - started
     usage = getattr(response, "usage", None)

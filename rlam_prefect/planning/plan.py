@@ -12,16 +12,16 @@ import os
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
-from rlam_prefect.actions.registry import get_action
 from rlam_prefect.actions.project import fixed_order, load_action_modules
+from rlam_prefect.actions.registry import get_action
 from rlam_prefect.core.errors import UsageError
 from rlam_prefect.planning.llm import MOCK_ENV
 from rlam_prefect.planning.planner import FIXED_PLANNER, LLMPlanner, PlannerCall, PlannerOptions, default_planner
-from rlam_prefect.planning.sources import Chained, DecisionSource, FixedOrder, PlannerDecisions, RecordedDecisions
 from rlam_prefect.planning.policy import Policy, resolve_policy
 from rlam_prefect.planning.requests import ForkRequest, ReplayRequest, Request, RunRequest
+from rlam_prefect.planning.sources import Chained, DecisionSource, FixedOrder, PlannerDecisions, RecordedDecisions
 from rlam_prefect.record.store import TraceStore
 
 
@@ -205,7 +205,7 @@ def _check_provider_key(model: str) -> None:
         del os.environ[name]
     try:
         check = litellm_module().validate_environment(model=model)
-    except Exception as exc:  # noqa: BLE001 - litellm does not know the model: say so
+    except Exception as exc:
         raise UsageError(f"planner {model!r} is not a model litellm knows ({type(exc).__name__}: {exc})") from None
     finally:
         os.environ.update(empty)

@@ -15,10 +15,10 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from rlam_prefect.actions.registry import registered_actions
-from rlam_prefect.planning.replies import STOP, InvalidDecision, parse_reply
 from rlam_prefect.core.hashing import canonical_json
 from rlam_prefect.planning.llm import HEURISTIC_MODEL, LLMReply
 from rlam_prefect.planning.prompt import PlannerState, build_messages, prompt_hash
+from rlam_prefect.planning.replies import STOP, InvalidDecision, parse_reply
 
 if TYPE_CHECKING:
     from rlam_prefect.planning.policy import Policy

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rlam_prefect.actions.spec import ActionSpec
-from rlam_prefect.record.compare import succeeded
 from rlam_prefect.core.hashing import canonical_json
+from rlam_prefect.record.compare import succeeded
 
 STATE_BEGIN = "<<<STATE"
 STATE_END = "STATE>>>"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 from rlam_prefect.core.errors import UsageError
 
@@ -70,7 +70,7 @@ class ForkRequest:
     run_id: str | None = None
 
 
-Request = Union[RunRequest, ReplayRequest, ForkRequest]
+Request = RunRequest | ReplayRequest | ForkRequest
 
 
 def request_from_parameters(

@@ -20,8 +20,8 @@ from prefect import flow
 from prefect.runtime import flow_run
 from prefect.states import Failed, State
 
-from rlam_prefect.execution.session import RunSession
 from rlam_prefect.core.home import HomeLayout
+from rlam_prefect.execution.session import RunSession
 from rlam_prefect.planning.plan import prepare_plan
 from rlam_prefect.planning.requests import request_from_parameters
 from rlam_prefect.prefect.artifacts import flow_run_name, name_flow_run, publish_run_artifacts

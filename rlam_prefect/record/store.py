@@ -36,7 +36,7 @@ R = TypeVar("R", bound=Record)
 
 
 def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 class TraceStore:

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from rlam_prefect.record.compare import succeeded
 from rlam_prefect.core.errors import StoredResultError
 from rlam_prefect.core.hashing import content_hash
 from rlam_prefect.core.home import HomeLayout
+from rlam_prefect.record.compare import succeeded
 from rlam_prefect.record.results import ResultGuard
 from rlam_prefect.record.store import TraceStore
 

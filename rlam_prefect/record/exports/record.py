@@ -128,5 +128,5 @@ def load_run_record(store: TraceStore, run_id: str) -> RunRecord:
 def iso(moment: dt.datetime) -> str:
     """ISO 8601 with a time zone, as PROV, RO-Crate and OpenLineage all expect (trace times are UTC)."""
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=dt.timezone.utc)
+        moment = moment.replace(tzinfo=dt.UTC)
     return moment.isoformat()

@@ -43,10 +43,10 @@ class RlamStepRunFacet(RunFacet):
     status: str
     step: int
     params: str
-    cacheKey: str | None = None  # noqa: N815 - OpenLineage facets are camelCase
-    codeVersion: str | None = None  # noqa: N815
-    envHash: str | None = None  # noqa: N815
-    prefectTaskRunId: str | None = None  # noqa: N815
+    cacheKey: str | None = None
+    codeVersion: str | None = None
+    envHash: str | None = None
+    prefectTaskRunId: str | None = None
     _additional_skip_redact: ClassVar[list[str]] = ["cacheKey", "codeVersion", "envHash"]
 
     @staticmethod

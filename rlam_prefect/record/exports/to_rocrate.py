@@ -49,7 +49,7 @@ def _build(record: RunRecord, scratch: Path) -> ROCrate:
     crate = ROCrate()
     crate.name = f"R-LAM {run['mode']} {record.run_id}"
     crate.description = f"An LLM-planned workflow run recorded by rlam-prefect: {len(record.steps)} steps, status {run['status']}."
-    crate.root_dataset["datePublished"] = iso(dt.datetime.now(dt.timezone.utc))
+    crate.root_dataset["datePublished"] = iso(dt.datetime.now(dt.UTC))
     crate.root_dataset["license"] = "MIT"
     for profile in PROFILES:
         entity = crate.add(ContextEntity(crate, f"https://w3id.org/ro/wfrun/{profile}/{PROFILE_VERSION}", properties={"@type": "CreativeWork", "name": f"{profile.title()} Run Crate", "version": PROFILE_VERSION}))
