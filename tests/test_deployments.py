@@ -30,6 +30,8 @@ from rlam_prefect.core.home import HomeLayout
 from rlam_prefect.local import server
 from rlam_prefect.record.store import TraceStore
 
+pytestmark = pytest.mark.server  # starts Prefect servers of its own
+
 ROOT = Path(__file__).resolve().parents[1]
 POOL = "rlam-pool"
 SCHEDULER_LOOP = "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS"

@@ -66,7 +66,7 @@ def render_markdown(results: dict[str, Any]) -> str:
     ]
     for row in results["table"]:
         lines.append(f"| {row['metric']} | " + " | ".join(str(row[p]["text"]).replace("|", "/") for p in PIPELINES) + " |")
-    lines += ["", "Definitions: see the README section \"Experiments\".", ""]
+    lines += ["", "Definitions: see docs/experiments.md.", ""]
     return "\n".join(lines)
 
 
