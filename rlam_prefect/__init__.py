@@ -56,7 +56,46 @@ _PUBLIC_API: dict[str, str] = {
     "UnhashableValueError": "rlam_prefect.core.hashing",
 }
 
-__all__ = ["__version__", *_PUBLIC_API]
+# spelled out, not derived from _PUBLIC_API: type checkers read only a literal __all__ (test_architecture checks the two agree)
+__all__ = [
+    "__version__",
+    "run",
+    "replay",
+    "fork",
+    "sweep",
+    "verify",
+    "diff",
+    "explain",
+    "export",
+    "Home",
+    "open_home",
+    "RunResult",
+    "StepResult",
+    "RunSummary",
+    "VerifyResult",
+    "DiffResult",
+    "Explanation",
+    "SweepResult",
+    "action",
+    "ActionSpec",
+    "NoParams",
+    "Precondition",
+    "Effect",
+    "ActionRegistry",
+    "content_hash",
+    "rlam_flow",
+    "audit_flow",
+    "RLamError",
+    "UsageError",
+    "UnknownRunError",
+    "UnknownActionError",
+    "InvalidParamsError",
+    "TraceCorruptError",
+    "StoredResultError",
+    "ReplayMismatchError",
+    "ActionContractError",
+    "UnhashableValueError",
+]
 
 
 def __getattr__(name: str) -> Any:

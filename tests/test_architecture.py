@@ -60,6 +60,12 @@ def test_the_public_api_is_lazy_and_complete():
     assert result.stdout.strip() == "[] []", result.stdout + result.stderr
 
 
+def test_all_is_the_public_api_spelled_out():
+    import rlam_prefect as rlam
+
+    assert rlam.__all__ == ["__version__", *rlam._PUBLIC_API]  # literal for type checkers, so kept in step by hand
+
+
 def test_the_installed_distribution_puts_no_tasks_or_flows_on_sys_path():
     import importlib.metadata
 

@@ -35,7 +35,8 @@ class StepResult:
 
     @classmethod
     def from_entry(cls, entry: Mapping[str, Any]) -> StepResult:
-        return cls(**{name: entry.get(name) for name in cls.__dataclass_fields__} | {"params": dict(entry.get("params") or {})})
+        values: dict[str, Any] = {name: entry.get(name) for name in cls.__dataclass_fields__}
+        return cls(**values | {"params": dict(entry.get("params") or {})})
 
 
 @dataclass(frozen=True)
@@ -102,7 +103,8 @@ class RunSummary:
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> RunSummary:
-        return cls(**{name: row.get(name) for name in cls.__dataclass_fields__})
+        values: dict[str, Any] = {name: row.get(name) for name in cls.__dataclass_fields__}
+        return cls(**values)
 
 
 @dataclass(frozen=True)

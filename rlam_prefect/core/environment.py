@@ -18,7 +18,7 @@ FINGERPRINT_PACKAGES: tuple[str, ...] = ("numpy", "scipy", "scikit-learn", "clou
 
 @functools.cache
 def environment(extra_packages: tuple[str, ...] = ()) -> dict[str, object]:
-    packages = {}
+    packages: dict[str, str | None] = {}
     for name in sorted(set(FINGERPRINT_PACKAGES) | set(extra_packages)):
         try:
             packages[name] = metadata.version(name)

@@ -29,7 +29,7 @@ class UnhashableValueError(TypeError):
     """A value has no canonical content (a lock, a generator, an open file...)."""
 
 
-def sha256_hex(*parts: bytes) -> str:
+def sha256_hex(*parts: bytes | memoryview) -> str:
     """The single digest helper: swap the algorithm here and everything follows."""
     digest = hashlib.sha256()
     for part in parts:
@@ -48,7 +48,7 @@ def canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=True)
 
 
-def _tagged(tag: str, *parts: bytes) -> str:
+def _tagged(tag: str, *parts: bytes | memoryview) -> str:
     return sha256_hex(tag.encode(), *parts)
 
 
@@ -96,19 +96,19 @@ def _(value: bytes | bytearray) -> str:
 
 @_fingerprint.register(list)
 @_fingerprint.register(tuple)
-def _(value: list | tuple) -> str:
+def _(value: list[Any] | tuple[Any, ...]) -> str:
     tag = "list" if isinstance(value, list) else "tuple"
     return _tagged(tag, *(_fingerprint(item).encode() for item in value))
 
 
 @_fingerprint.register(set)
 @_fingerprint.register(frozenset)
-def _(value: set | frozenset) -> str:
+def _(value: set[Any] | frozenset[Any]) -> str:
     return _tagged("set", *sorted(_fingerprint(item).encode() for item in value))
 
 
 @_fingerprint.register(Mapping)
-def _(value: Mapping) -> str:
+def _(value: Mapping[Any, Any]) -> str:
     items = sorted((_fingerprint(k) + _fingerprint(v)).encode() for k, v in value.items())
     return _tagged("mapping", *items)
 
@@ -125,7 +125,8 @@ def _(value: np.ndarray) -> str:
         # structured arrays (e.g. sklearn tree nodes): field names and layout belong to the content
         header += repr(array.dtype.descr).encode()
     array = np.ascontiguousarray(array)
-    return _tagged("ndarray", header, memoryview(array).cast("B") if array.size else b"")
+    # ndarray.data is memoryview(array); numpy types the buffer protocol (__buffer__) for Python >= 3.12 only
+    return _tagged("ndarray", header, array.data.cast("B") if array.size else b"")
 
 
 @_fingerprint.register(np.generic)
@@ -156,7 +157,8 @@ def _fingerprint_object(value: Any) -> str:
     return _fingerprint_reduced(value)
 
 
-_COPYREG_NEWOBJ = copyreg.__newobj__
+_COPYREG_NEWOBJ = copyreg.__newobj__  # type: ignore[attr-defined]  # typeshed does not declare copyreg.__newobj__
+_OBJECT_REDUCE_EX: object = object.__reduce_ex__  # typed as object: mypy's bound-method types make the identity check look impossible
 _UNHASHABLE_TYPES: tuple[type, ...] = (types.GeneratorType, types.CoroutineType, types.ModuleType)
 
 
@@ -178,7 +180,7 @@ def _fingerprint_reduced(value: Any) -> str:
     state = reduced[2] if len(reduced) > 2 else None
     if constructor is _COPYREG_NEWOBJ and args and args[0] is type(value):
         args = args[1:]
-    if state is None and not args and type(value).__reduce_ex__ is object.__reduce_ex__:
+    if state is None and not args and type(value).__reduce_ex__ is _OBJECT_REDUCE_EX:
         raise UnhashableValueError(f"cannot hash a value of type {_qualname(value)}: it has no state")
     return _tagged(
         "object",

@@ -47,7 +47,7 @@ def run_directly(source: DecisionSource, pipeline: str, inject_failures: tuple[s
     while (decision := source.next_decision(history)) is not None:
         history.append(_execute(decision, len(history) + 1, artifacts, inject_failures, injected))
     failed = source.failure is not None or (history and history[-1]["status"] in ("failed", "rejected"))
-    metrics = next((json.loads(r["summary"]) for r in reversed(history) if r.get("output_kind") == "Metrics" and r.get("summary")), {})
+    metrics: dict[str, Any] = next((json.loads(r["summary"]) for r in reversed(history) if r.get("output_kind") == "Metrics" and r.get("summary")), {})
     return {
         "run_id": None,
         "pipeline": pipeline,

@@ -15,7 +15,7 @@ import os
 import socket
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, cast
 
 from rlam_prefect.actions.artifact import Artifact
 from rlam_prefect.actions.registry import get_action
@@ -26,7 +26,7 @@ from rlam_prefect.core.home import HomeLayout
 from rlam_prefect.core.keys import cache_key
 from rlam_prefect.core.version import __version__
 from rlam_prefect.execution import approval as approval_gate
-from rlam_prefect.planning.llm import calls_so_far
+from rlam_prefect.planning.llm import LLMReply, calls_so_far
 from rlam_prefect.planning.plan import RunPlan
 from rlam_prefect.planning.sources import Decision
 from rlam_prefect.record.compare import key_differences, outcome
@@ -82,7 +82,7 @@ class RunSession:
         error = error or self.source.failure
         row = self._run_row("end", "failed" if error or self._failed() else "completed", error)
         self.store.append_run_event(row)
-        return row
+        return row.to_row()
 
     def _failed(self) -> bool:
         if self.plan.mode == "replay":
@@ -247,7 +247,7 @@ class RunSession:
 
     def _run_row(self, event: str, status: str, error: str | None = None) -> RunEvent:
         plan = self.plan
-        row = RunEvent(**{
+        values: dict[str, Any] = {
             "run_id": plan.run_id,
             "event": event,
             "prefect_flow_run_id": self.flow_run_id,
@@ -269,7 +269,8 @@ class RunSession:
             "pid": os.getpid(),
             "policy_hash": plan.policy.hash if plan.policy else None,
             "policy": plan.policy.to_json() if plan.policy else None,
-        })
+        }
+        row = RunEvent(**values)
         if event == "end":
             row.update(
                 ended_at=utcnow(),
@@ -284,17 +285,20 @@ class RunSession:
         return row
 
     def _call_planner(self, messages: list[dict[str, str]], step: int) -> tuple[Any, list[Any]]:
+        from prefect import State
         from prefect.utilities.annotations import quote
 
         from rlam_prefect.execution.tasks import plan_task
 
-        state = plan_task()(step=step, model=self.plan.planner.model, messages=quote(messages), temperature=self.plan.planner.temperature, seed=self.plan.planner.seed, return_state=True)
-        return state.result(_sync=True), [state]
+        # return_state=True returns the task run's State: prefect's Task[..., T] overload without it claims T
+        state = cast("State[LLMReply]", plan_task()(step=step, model=self.plan.planner.model, messages=quote(messages), temperature=self.plan.planner.temperature, seed=self.plan.planner.seed, return_state=True))
+        return state.result(_sync=True), [state]  # type: ignore[call-overload]  # async_dispatch takes _sync; prefect's overloads omit it
 
     def _metrics(self) -> dict[str, Any]:
         for row in reversed(self.history):
             if row.get("output_kind") == "Metrics" and row.get("summary"):
-                return json.loads(row["summary"])
+                metrics: dict[str, Any] = json.loads(row["summary"])  # a Metrics summary is a JSON object
+                return metrics
         return {}
 
     def _why_no_cache(self, original: dict[str, Any] | None, row: StepRecord) -> str:

@@ -122,7 +122,7 @@ def run_experiments(settings: Settings) -> dict[str, Any]:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so that `finally` still stops the server we started
     started_here = _start_server(cli)
     try:
-        results = {
+        results: dict[str, Any] = {
             "date_utc": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "settings": {"repeats": settings.repeats, "planner": settings.planner, "temperature": settings.temperature, "base_seed": settings.base_seed},
             "rlam_home": str(home.root),
@@ -294,12 +294,12 @@ def _trace_completeness(pipeline: str, reports: list[dict[str, Any]], store: Tra
         return {"actions_ran": ran, "complete_rows": 0, "counted_by": "each process's own report (executed + failed steps)",
                 "trace_rows_found": len(recorded), "incomplete": [f"no trace: `rlam runs` lists {len(recorded)} {pipeline} runs"] if ran else []}
     tasks = _prefect_task_runs([store.run(r["run_id"])["prefect_flow_run_id"] for r in reports if r.get("run_id")], home)
-    rows = {}
+    rows: dict[str, dict[str, Any]] = {}
     for r in reports:
         if r.get("run_id"):
-            for row in store.steps(r["run_id"]):
-                if row.get("prefect_task_run_id"):
-                    rows[row["prefect_task_run_id"]] = row
+            for step_row in store.steps(r["run_id"]):
+                if step_row.get("prefect_task_run_id"):
+                    rows[step_row["prefect_task_run_id"]] = step_row
     ran, complete, incomplete = 0, 0, []
     for task in tasks:
         if task["name"].startswith("plan #"):

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import io
 import json
 import os
 import select
@@ -36,7 +37,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from rlam_prefect.core.home import HomeLayout
 from rlam_prefect.local.executor_client import (
@@ -73,7 +74,7 @@ class _Executor:
         from rlam_prefect.local import server
 
         state = server.read_state(self.home)
-        return bool(state) and state.get("url") == self.api_url and _alive(state.get("supervisor_pid"))
+        return bool(state and state.get("url") == self.api_url and _alive(state.get("supervisor_pid")))
 
     def preload(self) -> None:
         from rlam_prefect.actions.project import ACTION_MODULES_ENV
@@ -212,8 +213,9 @@ class _Executor:
                 env["PREFECT_HOME"] = str(self.home.prefect)
             os.environ.clear()
             os.environ.update(env)
-            sys.stdout.reconfigure(line_buffering=os.isatty(1))
-            sys.stderr.reconfigure(line_buffering=True)
+            # the interpreter's own streams (the fork's fds 0-2 were just replaced below them): TextIOWrappers
+            cast(io.TextIOWrapper, sys.stdout).reconfigure(line_buffering=os.isatty(1))
+            cast(io.TextIOWrapper, sys.stderr).reconfigure(line_buffering=True)
             sys.argv = ["rlam", *request["argv"]]
             code = self.command(list(request["argv"]))
         except SystemExit as exc:

@@ -94,7 +94,8 @@ def fingerprint(environ: dict[str, str] | None = None) -> str:
 
 def read_state(home: HomeLayout) -> dict[str, Any] | None:
     try:
-        return json.loads(state_path(home).read_text())
+        state: dict[str, Any] = json.loads(state_path(home).read_text())  # written by the executor as a JSON object
+        return state
     except (FileNotFoundError, json.JSONDecodeError):
         return None
 
@@ -151,7 +152,8 @@ def _read_line(reader: Any) -> dict[str, Any] | None:
     if not line:
         return None
     try:
-        return json.loads(line)
+        message: dict[str, Any] = json.loads(line)  # the protocol's messages are JSON objects
+        return message
     except json.JSONDecodeError:
         return None
 
@@ -190,8 +192,8 @@ def stop(home: HomeLayout, wait: float = 10.0) -> bool:
     state = read_state(home)
     if not state:
         return False
-    pid = state.get("pid")
-    if _alive(pid):
+    pid: int | None = state.get("pid")
+    if pid is not None and _alive(pid):
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + wait
         while _alive(pid) and time.monotonic() < deadline:

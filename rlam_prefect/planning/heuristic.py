@@ -19,7 +19,8 @@ from rlam_prefect.planning.offline import stay_offline
 
 stay_offline()  # this module may be imported before llm.litellm_module() (tests, tools)
 
-from litellm import CustomLLM, ModelResponse
+from litellm import ModelResponse
+from litellm.llms.custom_llm import CustomLLM  # where it is defined: litellm re-exports it implicitly
 
 from rlam_prefect.core.hashing import canonical_json, sha256_hex
 from rlam_prefect.planning.prompt import read_state

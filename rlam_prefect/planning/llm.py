@@ -123,7 +123,8 @@ def _next_mock_response() -> str | None:
     with _lock:
         index = _state.setdefault("mock_index", 0)
         _state["mock_index"] = index + 1
-    return replies[min(index, len(replies) - 1)]
+    reply: str = replies[min(index, len(replies) - 1)]  # every item was checked to be a str
+    return reply
 
 
 def calls_so_far() -> int:
@@ -138,6 +139,6 @@ def calls_seen(timeout: float = 5.0) -> int:
         with _lock:
             started, counted = _state["started"], _state["counted"]
         if counted >= started or time.monotonic() > deadline:
-            return counted
+            return int(counted)
         time.sleep(0.01)
 

@@ -234,7 +234,7 @@ def _validate_overrides(
         spec = get_action(action)
         if upcoming is not None and action not in upcoming:
             raise UsageError(f"--set {action}.*: {action} does not run at or after the chosen step, so the override would change nothing")
-        base = next((json.loads(s["params"]) for s in recorded if s["action"] == action and s.get("params")), {})
+        base: dict[str, Any] = next((json.loads(s["params"]) for s in recorded if s["action"] == action and s.get("params")), {})
         spec.validate_params({**base, **params})
 
 

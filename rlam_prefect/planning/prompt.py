@@ -79,7 +79,8 @@ def read_state(messages: list[dict[str, Any]]) -> dict[str, Any]:
         content = message.get("content")
         if isinstance(content, str) and STATE_BEGIN in content:
             body = content.split(STATE_BEGIN, 1)[1].rsplit(STATE_END, 1)[0]
-            return json.loads(body)
+            state: dict[str, Any] = json.loads(body)  # build_messages writes the state as a JSON object
+            return state
     raise ValueError("no state block in the prompt")
 
 

@@ -118,7 +118,7 @@ def publish_audit_artifact(audit: dict[str, Any]) -> UUID:
     from rlam_prefect.record.audit import audit_markdown
 
     text = audit_markdown(audit)[:200_000]  # bounded: far below the size whose event is dropped
-    return create_markdown_artifact(text, key=AUDIT_KEY, description=audit["message"][:500], _sync=True)  # type: ignore[call-arg]
+    return create_markdown_artifact(text, key=AUDIT_KEY, description=audit["message"][:500], _sync=True)  # type: ignore[call-arg, return-value]  # sync_compatible takes _sync (undeclared); with it the call returns the UUID, not a coroutine
 
 
 def flow_run_name() -> str:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect import flow
-from prefect.states import Failed, State
+from prefect import State, flow
+from prefect.states import Failed
 
 from rlam_prefect.core.home import HomeLayout
 from rlam_prefect.planning.plan import new_run_id

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect import flow
+from prefect import State, flow
 from prefect.runtime import flow_run
-from prefect.states import Failed, State
+from prefect.states import Failed
 
 from rlam_prefect.core.home import HomeLayout
 from rlam_prefect.execution.session import RunSession

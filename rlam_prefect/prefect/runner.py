@@ -56,7 +56,7 @@ def call_flow(params: dict[str, Any]) -> Any:
 
     def run() -> Any:
         with shared_sync_client():
-            return asyncio.run(rlam_flow(**params, return_state=True))  # an async flow: see flow.py
+            return asyncio.run(rlam_flow(**params, return_state=True))  # type: ignore[arg-type]  # an async flow (see flow.py): calling it returns a coroutine, which prefect types as Awaitable
 
     try:
         asyncio.get_running_loop()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, cast
 
 from rlam_prefect.record.compare import outcome
 from rlam_prefect.record.store import TraceStore
@@ -65,7 +65,7 @@ def _differences(replayed: list[dict[str, Any]], original: list[dict[str, Any]])
         differences.append(
             {
                 "step": position + 1,
-                "action": (a or b)["action"],
+                "action": cast(dict[str, Any], a or b)["action"],  # position < the longer list's length: one of them exists
                 "replay": {"status": a["status"], "output_hash": a["output_hash"], "error": a["error_message"]} if a else None,
                 "original": {"status": b["status"], "output_hash": b["output_hash"]} if b else None,
             }

@@ -19,7 +19,7 @@ import socket
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -33,6 +33,7 @@ from rlam_prefect.record.records import DecisionRecord, Record, ResultRecord, Ru
 from rlam_prefect.record.schema import TABLES
 
 R = TypeVar("R", bound=Record)
+T = TypeVar("T")
 
 
 def utcnow() -> dt.datetime:
@@ -54,23 +55,25 @@ class TraceStore:
     def append_run_event(self, record: RunEvent | Mapping[str, Any]) -> None:
         row = _typed(RunEvent, record)
         row.recorded_at = utcnow()
-        self.append("runs", [row.to_row()], partition=row.run_id, name=f"{_EVENT_ORDER[row.event]}-{row.event}")
+        run_id, event = _required(row, "run_id", row.run_id), _required(row, "event", row.event)
+        self.append("runs", [row.to_row()], partition=run_id, name=f"{_EVENT_ORDER[event]}-{event}")
 
     def append_step(self, record: StepRecord | Mapping[str, Any]) -> None:
         row = _typed(StepRecord, record)
         row.recorded_at = utcnow()
-        self.append("steps", [row.to_row()], partition=row.run_id, name=f"step-{row.step:05d}-{uuid.uuid4().hex[:8]}")
+        self.append("steps", [row.to_row()], partition=_required(row, "run_id", row.run_id), name=f"step-{row.step:05d}-{uuid.uuid4().hex[:8]}")
 
     def append_decision(self, record: DecisionRecord | Mapping[str, Any]) -> None:
         row = _typed(DecisionRecord, record)
         row.recorded_at = utcnow()
-        self.append("decisions", [row.to_row()], partition=row.run_id, name=f"decision-{row.step:05d}-{uuid.uuid4().hex[:8]}")
+        self.append("decisions", [row.to_row()], partition=_required(row, "run_id", row.run_id), name=f"decision-{row.step:05d}-{uuid.uuid4().hex[:8]}")
 
     def put_result_record(self, record: ResultRecord | Mapping[str, Any]) -> bool:
         """Index a stored result under its cache key. False if the key is already indexed."""
         row = _typed(ResultRecord, record)
+        cache_key = _required(row, "cache_key", row.cache_key)
         try:
-            self.append("results", [row.to_row()], partition=row.cache_key[:2], name=row.cache_key)
+            self.append("results", [row.to_row()], partition=cache_key[:2], name=cache_key)
         except FileExistsError:
             return False
         return True
@@ -174,7 +177,8 @@ class TraceStore:
         return _read_files(_parquet_files(directory), table)
 
     def _read_partition(self, table: str, partition: str) -> list[dict[str, Any]]:
-        return self._partition_table(table, partition).to_pylist()
+        rows: list[dict[str, Any]] = self._partition_table(table, partition).to_pylist()  # pyarrow is untyped
+        return rows
 
 
 _EVENT_ORDER = {"start": "00", "end": "01"}
@@ -203,9 +207,17 @@ def _typed(kind: type[R], record: R | Mapping[str, Any]) -> R:
     if isinstance(record, kind):
         return dataclasses.replace(record)  # a copy: recorded_at is set on it, not on the caller's
     try:
-        return kind(**record)
+        # not an instance of kind, so the mapping of the signature (mypy does not narrow a TypeVar on a failed isinstance)
+        return kind(**cast(Mapping[str, Any], record))
     except TypeError as exc:
         raise TypeError(f"not a {kind.__name__}: {exc}") from None
+
+
+def _required(record: Record, column: str, value: T | None) -> T:
+    """A column the file's location is made of: a record without it cannot be written."""
+    if value is None:
+        raise ValueError(f"a {type(record).__name__} needs a {column} to be written")
+    return value
 
 
 def _arrow_rows(table: str, rows: list[Mapping[str, Any]]) -> pa.Table:
@@ -300,7 +312,8 @@ def _read_file(path: Path, table: str) -> list[dict[str, Any]]:
         for field in schema:  # files written before a column existed read it as nulls
             if field.name not in data.column_names:
                 data = data.append_column(field.name, pa.nulls(data.num_rows, field.type))
-        return data.select(schema.names).cast(schema).to_pylist()
+        rows: list[dict[str, Any]] = data.select(schema.names).cast(schema).to_pylist()  # pyarrow is untyped
+        return rows
     except (OSError, pa.ArrowException, ValueError) as exc:  # UnicodeDecodeError is a ValueError
         raise TraceCorruptError(f"trace file {path} cannot be read ({one_line(exc, 200)}); it was left as it is") from None
 

@@ -51,7 +51,7 @@ def _check_step(store: TraceStore, guard: ResultGuard, step: dict[str, Any]) -> 
 def _load(guard: ResultGuard, key: str) -> Any:
     from prefect._internal.result_records import ResultRecord
 
-    record = ResultRecord.deserialize_from_result_and_metadata(
+    record: ResultRecord[Any] = ResultRecord.deserialize_from_result_and_metadata(
         result=guard.data_path(key).read_bytes(), metadata=guard.key_path(key).read_bytes()
     )
     return record.result

@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from rlam_prefect.record.lineage import ancestors, producers
 from rlam_prefect.record.store import TraceStore
@@ -37,15 +37,15 @@ class StepRecord:
 
     @property
     def params(self) -> dict[str, Any]:
-        return json.loads(self.row.get("params") or "{}")
+        return cast(dict[str, Any], json.loads(self.row.get("params") or "{}"))  # the engine writes params as a JSON object
 
     @property
     def started(self) -> dt.datetime:
-        return self.row["started_at"]
+        return cast(dt.datetime, self.row["started_at"])  # a timestamp column: pyarrow reads it as a datetime
 
     @property
     def ended(self) -> dt.datetime:
-        return self.row["started_at"] + dt.timedelta(seconds=float(self.row.get("duration_s") or 0.0))
+        return cast(dt.datetime, self.row["started_at"]) + dt.timedelta(seconds=float(self.row.get("duration_s") or 0.0))
 
     @property
     def error(self) -> str | None:
@@ -74,15 +74,15 @@ class RunRecord:
 
     @property
     def environment(self) -> dict[str, Any]:
-        return json.loads(self.run.get("environment") or "{}")
+        return cast(dict[str, Any], json.loads(self.run.get("environment") or "{}"))  # the engine writes it as a JSON object
 
     @property
     def overrides(self) -> dict[str, Any]:
-        return json.loads(self.run.get("overrides") or "{}")
+        return cast(dict[str, Any], json.loads(self.run.get("overrides") or "{}"))  # the engine writes it as a JSON object
 
     @property
     def metrics(self) -> dict[str, Any]:
-        return json.loads(self.run.get("metrics") or "{}")
+        return cast(dict[str, Any], json.loads(self.run.get("metrics") or "{}"))  # the engine writes it as a JSON object
 
     @property
     def ended(self) -> dt.datetime | None:

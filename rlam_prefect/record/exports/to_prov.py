@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from prov.model import PROV_LABEL, PROV_TYPE, ProvActivity, ProvDocument
+from prov.model import PROV_LABEL, PROV_TYPE, ProvActivity, ProvDocument, QualifiedNameCandidate
 
 from rlam_prefect.record.exports.record import RunRecord, StepRecord
 
@@ -76,7 +76,7 @@ def build_prov(record: RunRecord) -> ProvDocument:
 
 def _add_step(doc: ProvDocument, record: RunRecord, step: StepRecord, run_activity: ProvActivity, software: Any, planner: Any, known: set[str]) -> None:
     row = step.row
-    attributes: dict[str, Any] = {
+    attributes: dict[QualifiedNameCandidate, Any] = {
         PROV_TYPE: "rlam:Step",
         PROV_LABEL: f"{step.action} #{step.number}",
         "rlam:action": step.action,
@@ -111,7 +111,7 @@ def _add_step(doc: ProvDocument, record: RunRecord, step: StepRecord, run_activi
     if not row.get("output_hash"):
         return
     output = _artifact(doc, row["output_hash"], row, known)
-    if step.computed_elsewhere and (step.origin["run_id"], step.origin["step"]) != (record.run_id, step.number):
+    if step.computed_elsewhere and step.origin is not None and (step.origin["run_id"], step.origin["step"]) != (record.run_id, step.number):
         origin = step.origin
         producer = doc.activity(f"step:{origin['run_id']}-{origin['step']}", other_attributes={PROV_TYPE: "rlam:Step", "rlam:action": origin["action"], "rlam:cache_key": origin["cache_key"]})
         doc.wasGeneratedBy(output, producer, origin.get("created_at"))
@@ -127,7 +127,7 @@ def _artifact(doc: ProvDocument, digest: str, row: dict[str, Any] | None, known:
     if identifier in known:
         return identifier
     known.add(identifier)
-    attributes: dict[str, Any] = {PROV_TYPE: "rlam:Artifact", "rlam:content_hash": digest}
+    attributes: dict[QualifiedNameCandidate, Any] = {PROV_TYPE: "rlam:Artifact", "rlam:content_hash": digest}
     if row is not None:
         attributes[PROV_LABEL] = str(row.get("output_kind") or "artifact")
         attributes["rlam:kind"] = str(row.get("output_kind") or "")
