@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from rlam_prefect.planning.sweep import point_text
-
 
 def render_step(step: dict[str, Any]) -> str:
     digest = (step.get("output_hash") or "")[7:19]
@@ -118,6 +116,8 @@ def render_actions(listing: list[dict[str, Any]]) -> str:
 
 
 def render_sweep(report: dict[str, Any]) -> str:
+    from rlam_prefect.planning.sweep import point_text
+
     """The forks as a table: grid point, run id, status, executed/cached and the numeric metrics."""
     forks = report["forks"]
     metric_names = list(dict.fromkeys(k for f in forks for k, v in f["metrics"].items() if isinstance(v, float)))

@@ -89,10 +89,11 @@ class _Executor:
         import prefect.task_engine  # noqa: F401
 
         import rlam_prefect.prefect.flow  # noqa: F401
-        from rlam_prefect.actions.project import load_action_modules
+        from rlam_prefect.actions.project import find_project, load_action_modules
         from rlam_prefect.planning.llm import litellm_module
 
-        load_action_modules()
+        if find_project().actions:  # the project it was started from; a child of another project is refused as stale
+            load_action_modules()
         import sklearn.linear_model  # noqa: F401  (cached results unpickle estimators)
 
         litellm_module()  # the default planner is a litellm model

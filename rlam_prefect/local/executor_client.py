@@ -176,7 +176,7 @@ def spawn(home: HomeLayout, environ: dict[str, str]) -> bool:
         subprocess.Popen(
             [sys.executable, "-m", "rlam_prefect.cli.executor_entry", "--home", str(home.root)],
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True, env=dict(environ), cwd=str(home.root),
+            start_new_session=True, env=dict(environ), cwd=os.getcwd(),  # the project whose actions it preloads
         )
     return True
 
