@@ -57,6 +57,7 @@ EXPECTED: dict[str, tuple[int, int]] = {
     "replay_warm_inprocess": (0, 5),
     "fork_warm_inprocess": (2, 3),
     "run_warm_heuristic_inprocess": (0, 5),
+    "fork_warm_same": (0, 5),  # bench_cli.py: the same fork again (its steps 4-5 are cached by the first one)
 }
 DESCRIPTIONS: dict[str, str] = {
     "script": "rlam run --pipeline script (plain Python, no Prefect)",
@@ -66,6 +67,7 @@ DESCRIPTIONS: dict[str, str] = {
     "run_warm_cached": "rlam run, default params (all 5 steps from cache)",
     "replay_warm": "rlam replay <first run>",
     "fork_warm": "rlam fork <first run> --step 4 --set train_model.C=<new>",
+    "fork_warm_same": "rlam fork <first run> --step 4 --set train_model.C=0.5 (the same fork every time)",
     "run_warm_heuristic": "rlam run with the default planner (rlam/heuristic through litellm; all steps cached)",
     "run_warm_cached_inprocess": "as run_warm_cached, RLAM_EXECUTOR=off (everything in the client process)",
     "run_warm_executes_inprocess": "as run_warm_executes, RLAM_EXECUTOR=off",
@@ -145,10 +147,10 @@ class Timed:
     stderr: str
 
 
-def timed_run(argv: Sequence[str], env: dict[str, str]) -> Timed:
+def timed_run(argv: Sequence[str], env: dict[str, str], cwd: Path = ROOT) -> Timed:
     """Wall time of one fresh process, start to exit."""
     start = time.perf_counter()
-    proc = subprocess.run(list(argv), env=env, cwd=ROOT, capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT_S)
+    proc = subprocess.run(list(argv), env=env, cwd=cwd, capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT_S)
     return Timed(time.perf_counter() - start, proc.returncode, proc.stdout, proc.stderr)
 
 
@@ -157,6 +159,10 @@ class Recorder:
     """Collects samples per scenario and flags every outcome that is not the expected one."""
 
     policy: EnvPolicy
+    # The rlam to measure and where to run it; by default this checkout and this interpreter's
+    # console script. bench_cli.py points them at another venv and checkout (--python, --cwd).
+    command: list[str] | None = None
+    cwd: Path = ROOT
     samples: dict[str, list[float]] = field(default_factory=dict)
     anomalies: list[dict[str, Any]] = field(default_factory=list)
     planners_seen: set[str] = field(default_factory=set)
@@ -168,7 +174,7 @@ class Recorder:
                 env.pop(name, None)
             else:
                 env[name] = value
-        result = timed_run([*rlam_command(), *args], env)
+        result = timed_run([*(self.command or rlam_command()), *args], env, self.cwd)
         self.samples.setdefault(scenario, []).append(result.seconds)
         return self._check(scenario, args, result)
 
