@@ -31,7 +31,6 @@ import datetime as dt
 import hashlib
 import json
 import os
-import platform
 import shutil
 import signal
 import statistics
@@ -88,7 +87,7 @@ def busiest_processes(n: int = 6) -> list[str]:
 
 
 def now_utc() -> str:
-    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def code_state(cwd: Path) -> dict[str, Any]:

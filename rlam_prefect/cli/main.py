@@ -289,16 +289,30 @@ def _flow(rlam: Any, home: Any, args: argparse.Namespace) -> int:
     if args.command == "run" and args.pipeline in ("script", "lam"):
         return _untraced(args, overrides, planner)
     governance = {"policy": args.policy, "approve": getattr(args, "approve", []), "approval_timeout": getattr(args, "approval_timeout", None)}
-    if sys.stdin.isatty():
-        from rlam_prefect.execution.approval import set_terminal_prompt, terminal_prompt
-
-        set_terminal_prompt(terminal_prompt)  # without a tty, a step the policy gates pauses for the Prefect UI
     progress = not args.json and sys.stderr.isatty()
     run_id = new_run_id()
     on_step = (lambda row: print(render_step(row), file=sys.stderr, flush=True)) if progress else None
     if progress:
         print(f"{args.command} {run_id}: starting Prefect flow run...", file=sys.stderr, flush=True)
     common = {"home": home, "on_step": on_step}
+    with _approvals_at_the_terminal():
+        result = _run_flow_command(rlam, args, overrides, planner, governance, run_id, common)
+    _emit(result.as_dict(), args.json, lambda r: render_run(r, with_steps=not progress))  # steps already shown live
+    return 0 if result.ok else 1
+
+
+def _approvals_at_the_terminal() -> Any:
+    """On a tty a step the policy gates asks here; without one it pauses for the Prefect UI."""
+    import contextlib
+
+    if not sys.stdin.isatty():
+        return contextlib.nullcontext()
+    from rlam_prefect.execution.approval import terminal_prompt, terminal_prompt_installed
+
+    return terminal_prompt_installed(terminal_prompt)
+
+
+def _run_flow_command(rlam: Any, args: argparse.Namespace, overrides: Any, planner: dict[str, Any], governance: dict[str, Any], run_id: str, common: dict[str, Any]) -> Any:
     if args.command == "run":
         result = rlam.run(overrides=overrides, inject_failures=args.inject, run_id=run_id, **planner, **governance, **common)
     elif args.command == "replay":
@@ -306,8 +320,7 @@ def _flow(rlam: Any, home: Any, args: argparse.Namespace) -> int:
     else:
         result = rlam.fork(args.run_id, step=args.step, overrides=overrides, pin_decisions=args.pin_decisions,
                            inject_failures=args.inject, new_run_id=run_id, **planner, **governance, **common)
-    _emit(result.as_dict(), args.json, lambda r: render_run(r, with_steps=not progress))  # steps already shown live
-    return 0 if result.ok else 1
+    return result
 
 
 def _untraced(args: argparse.Namespace, overrides: dict[str, dict[str, Any]], planner: dict[str, Any]) -> int:
