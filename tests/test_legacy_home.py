@@ -3,7 +3,7 @@
 Its runs list, show, verify (every stored result re-hashed and unpickled), lineage, diff and
 export with today's code. A replay fails loudly and names why: 0.1.0's code versions also hashed
 rlam-prefect's own source, so no 0.1.0 key can be proven current. A fork from step 1 re-derives the
-run under today's code and reproduces every recorded output hash. Nothing in the copy is rewritten.
+run under today's code (--pin-decisions: the recorded plan and parameters) and reproduces every recorded output hash. Nothing in the copy is rewritten.
 """
 
 from __future__ import annotations
@@ -49,8 +49,8 @@ def test_a_0_1_0_run_is_re_derived_by_a_fork_not_replayed_unverified(legacy):
     replay = legacy.rlam("replay", RUN)
     assert replay.code == 1
     assert "recorded by rlam-prefect 0.1.0" in replay.stdout + replay.stderr
-    assert "fork it from step 1" in replay.stdout + replay.stderr
-    fork = legacy.rlam_json("fork", RUN, "--step", "1")
+    assert "fork it from step 1 with --pin-decisions" in replay.stdout + replay.stderr
+    fork = legacy.rlam_json("fork", RUN, "--step", "1", "--pin-decisions")  # the recorded plan and params, re-executed
     recorded = [s["output_hash"] for s in rlam.open_home(legacy.home.root).steps(RUN)]
     assert fork["status"] == "completed" and fork["executed"] == 5
     assert [s["output_hash"] for s in fork["steps"]] == recorded  # the same outputs, now under today's keys

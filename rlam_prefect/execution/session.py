@@ -323,8 +323,8 @@ def _why_no_cache(original: dict[str, Any] | None, row: dict[str, Any], recorded
     changed = key_differences(row, original)
     if changed:
         parts = "; ".join(f"{d['part']}: {d['detail']}" for d in changed)
-        if any(d["part"] == "code_version" for d in changed) and (recorded_by or "").startswith("0.1."):
+        if any(d["part"] == "code version" for d in changed) and (recorded_by or "").startswith("0.1."):
             parts += (f" (run {original['run_id']} was recorded by rlam-prefect {recorded_by}, whose code versions also hashed"
-                      " rlam-prefect's own source; fork it from step 1 to re-derive it under this version, and `rlam diff` the two)")
+                      " rlam-prefect's own source; fork it from step 1 with --pin-decisions to re-derive it under this version, and `rlam diff` the two)")
         return f"{parts} changed since run {original['run_id']} recorded it; fork from this step to re-execute"
     return f"the result recorded by run {original['run_id']} is not indexed in this RLAM_HOME"

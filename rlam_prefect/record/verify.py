@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from rlam_prefect.core.errors import StoredResultError
+from rlam_prefect.core.errors import StoredResultError, one_line
 from rlam_prefect.core.hashing import content_hash
 from rlam_prefect.core.home import HomeLayout
 from rlam_prefect.record.compare import succeeded
@@ -42,7 +42,11 @@ def _check_step(store: TraceStore, guard: ResultGuard, step: dict[str, Any]) -> 
         guard.verify(key, record, what)
     except StoredResultError as exc:
         return {"result": "missing" if "missing" in str(exc) else "tampered", "detail": str(exc)}
-    recomputed = content_hash(_load(guard, key).value)  # safe: the bytes are the recorded ones
+    try:
+        value = _load(guard, key).value  # safe: the bytes are the recorded ones
+    except Exception as exc:
+        return {"result": "unloadable", "detail": f"{what}: the stored result's bytes are intact but cannot be loaded here ({type(exc).__name__}: {one_line(exc)})"}
+    recomputed = content_hash(value)
     if recomputed != step["output_hash"]:
         return {"result": "mismatch", "detail": f"{what}: the stored value hashes to {recomputed[:19]}, recorded {step['output_hash'][:19]}"}
     return {"result": "ok", "detail": step["output_hash"]}
