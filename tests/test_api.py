@@ -100,4 +100,4 @@ def test_bad_input_raises_typed_errors_before_anything_is_written(workspace):
         rlam.run(planner="fixed", overrides={"no_such_action": {"x": 1}}, home=home)
     with pytest.raises(rlam.UsageError, match="temperature"):
         rlam.run(planner="rlam/heuristic", temperature=5.0, home=home)
-    assert home.runs() == [] and not (workspace.home.root / "traces").exists()
+    assert home.runs() == [] and not workspace.home.root.exists()  # no server started, no directory made

@@ -89,10 +89,9 @@ def execute(request: Request, *, home: PathLike | Home | None = None, on_step: S
     from rlam_prefect.prefect.runner import call_flow, flow_parameters, report_of
 
     handle = open_home(home)
-    with use_home(handle.layout):
-        plan = prepare_plan(handle.store, request)
-        with step_listener(on_step) if on_step else contextlib.nullcontext():
-            state = call_flow(flow_parameters(plan))
+    plan = prepare_plan(handle.store, request)  # bad input fails here: no server started, nothing written
+    with use_home(handle.layout), step_listener(on_step) if on_step else contextlib.nullcontext():
+        state = call_flow(flow_parameters(plan))
         return RunResult.from_report(report_of(plan, handle.layout, state))
 
 
@@ -123,8 +122,8 @@ def sweep_specs(
     from rlam_prefect.planning.sweep import plan_sweep
 
     handle = open_home(home)
+    plan = plan_sweep(handle.store, run_id, step, grid_specs, pin_decisions=pin_decisions)  # every point checked first
     with use_home(handle.layout):
-        plan = plan_sweep(handle.store, run_id, step, grid_specs, pin_decisions=pin_decisions)
         return SweepResult.from_report(run_sweep(plan, handle.layout, workers=workers, address=address))
 
 
