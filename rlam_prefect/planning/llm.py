@@ -122,7 +122,7 @@ def endpoint(model: str) -> str | None:
     if not base:
         try:
             base = litellm.get_api_base(model, {})
-        except Exception:  # noqa: BLE001 - an unknown provider has no default URL
+        except Exception:  # an unknown provider has no default URL
             base = None
     return without_credentials(base) if base else None
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from rlam_prefect.core.errors import UnknownRunError
 from rlam_prefect.record.lineage import ancestors, producers
@@ -35,11 +35,11 @@ class Origin:
 
     @property
     def started(self) -> dt.datetime:
-        return self.step["started_at"]
+        return cast(dt.datetime, self.step["started_at"])  # a timestamp column: pyarrow reads it as a datetime
 
     @property
     def ended(self) -> dt.datetime:
-        return self.step["started_at"] + dt.timedelta(seconds=float(self.step.get("duration_s") or 0.0))
+        return self.started + dt.timedelta(seconds=float(self.step.get("duration_s") or 0.0))
 
 
 @dataclass(frozen=True)
@@ -65,15 +65,15 @@ class StepRecord:
 
     @property
     def params(self) -> dict[str, Any]:
-        return json.loads(self.row.get("params") or "{}")
+        return cast(dict[str, Any], json.loads(self.row.get("params") or "{}"))  # the engine writes params as a JSON object
 
     @property
     def started(self) -> dt.datetime:
-        return self.row["started_at"]
+        return cast(dt.datetime, self.row["started_at"])  # a timestamp column: pyarrow reads it as a datetime
 
     @property
     def ended(self) -> dt.datetime:
-        return self.row["started_at"] + dt.timedelta(seconds=float(self.row.get("duration_s") or 0.0))
+        return self.started + dt.timedelta(seconds=float(self.row.get("duration_s") or 0.0))
 
     @property
     def error(self) -> str | None:
@@ -116,15 +116,15 @@ class RunRecord:
 
     @property
     def environment(self) -> dict[str, Any]:
-        return json.loads(self.run.get("environment") or "{}")
+        return cast(dict[str, Any], json.loads(self.run.get("environment") or "{}"))  # the engine writes it as a JSON object
 
     @property
     def overrides(self) -> dict[str, Any]:
-        return json.loads(self.run.get("overrides") or "{}")
+        return cast(dict[str, Any], json.loads(self.run.get("overrides") or "{}"))  # the engine writes it as a JSON object
 
     @property
     def metrics(self) -> dict[str, Any]:
-        return json.loads(self.run.get("metrics") or "{}")
+        return cast(dict[str, Any], json.loads(self.run.get("metrics") or "{}"))  # the engine writes it as a JSON object
 
     @property
     def ended(self) -> dt.datetime | None:
@@ -221,5 +221,5 @@ def iso(moment: dt.datetime) -> str:
     The precision the Workflow Run Crate profiles check for, and what PROV and OpenLineage accept.
     """
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=dt.timezone.utc)
-    return moment.astimezone(dt.timezone.utc).isoformat(timespec="milliseconds")
+        moment = moment.replace(tzinfo=dt.UTC)
+    return moment.astimezone(dt.UTC).isoformat(timespec="milliseconds")

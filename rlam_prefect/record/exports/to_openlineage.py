@@ -59,12 +59,12 @@ class RlamStepRunFacet(RunFacet):
     status: str
     step: int
     params: str | None = None
-    claimedAction: str | None = None  # noqa: N815 - OpenLineage facets are camelCase; a rejected reply's text
-    cacheKey: str | None = None  # noqa: N815
-    codeVersion: str | None = None  # noqa: N815
-    envHash: str | None = None  # noqa: N815
-    prefectTaskRunId: str | None = None  # noqa: N815
-    computedBy: dict[str, Any] | None = None  # noqa: N815 - the execution behind a cached output
+    claimedAction: str | None = None  # a rejected reply: the action it named, as text
+    cacheKey: str | None = None
+    codeVersion: str | None = None
+    envHash: str | None = None
+    prefectTaskRunId: str | None = None
+    computedBy: dict[str, Any] | None = None  # the execution behind a cached output
     decision: dict[str, Any] | None = None  # the planner call that chose this step, or was rejected here
     _additional_skip_redact: ClassVar[list[str]] = ["cacheKey", "codeVersion", "envHash"]
 
@@ -77,13 +77,13 @@ class RlamStepRunFacet(RunFacet):
 class RlamRunRunFacet(RunFacet):
     """The R-LAM run: its rlam id, mode, parent and the planner (model and endpoint) that drove it."""
 
-    rlamRunId: str  # noqa: N815
+    rlamRunId: str
     mode: str
     status: str
     planner: str | None = None
-    plannerEndpoint: str | None = None  # noqa: N815
-    parentRlamRunId: str | None = None  # noqa: N815
-    forkStep: int | None = None  # noqa: N815
+    plannerEndpoint: str | None = None
+    parentRlamRunId: str | None = None
+    forkStep: int | None = None
     overrides: str | None = None
     metrics: str | None = None
 

@@ -17,7 +17,7 @@ hashes only (``ids``): recorded text (action names, reasons, replies) appears on
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, cast
 
 from prov.constants import PROV
 from prov.model import PROV_LABEL, PROV_ROLE, PROV_TYPE, Namespace, ProvActivity, ProvAgent, ProvDocument, ProvEntity
@@ -80,7 +80,7 @@ def _run_activity(doc: ProvDocument, run: dict[str, Any], record: RunRecord | No
     identifier = f"run:{run['run_id']}"
     existing = doc.get_record(identifier)
     if existing:
-        return existing[0]
+        return cast(ProvActivity, existing[0])  # declared by this module, as an activity
     attributes: dict[Any, Any] = {PROV_TYPE: RLAM["Run"], PROV_LABEL: f"{run['mode']} {run['run_id']}", RLAM["mode"]: run["mode"], RLAM["status"]: run["status"]}
     if record is not None:
         attributes.update(
@@ -131,22 +131,21 @@ def _add_step(doc: ProvDocument, record: RunRecord, step: StepRecord, run_activi
     if not row.get("output_hash"):
         return
     output = _artifact(doc, row["output_hash"], row, known)
-    producer = activity
-    if step.computed_elsewhere:
-        producer = _origin_activity(doc, step, step.origin, software)
+    producer, generated = activity, step.ended
+    if step.computed_elsewhere and step.origin is not None:
+        producer, generated = _origin_activity(doc, step.origin, software), step.origin.ended
         doc.used(activity, output, step.started, other_attributes={PROV_ROLE: RLAM["cached_result"]})
-    doc.wasGeneratedBy(output, producer, step.origin.ended if step.computed_elsewhere else step.ended)
+    doc.wasGeneratedBy(output, producer, generated)
     for entity in inputs:
         doc.wasDerivedFrom(output, entity, producer)
 
 
-def _origin_activity(doc: ProvDocument, step: StepRecord, origin: Origin | None, software: ProvAgent) -> ProvActivity:
+def _origin_activity(doc: ProvDocument, origin: Origin, software: ProvAgent) -> ProvActivity:
     """The earlier execution that computed a cached output, with its times, started by its own run."""
-    assert origin is not None
     identifier = f"step:{origin.run_id}-{origin.number}"
     existing = doc.get_record(identifier)
     if existing:
-        return existing[0]
+        return cast(ProvActivity, existing[0])  # declared by this module, as an activity
     row = origin.step
     attributes: dict[Any, Any] = {PROV_TYPE: RLAM["Step"], PROV_LABEL: f"{row['action']} #{origin.number} of run {origin.run_id}", RLAM["action"]: str(row["action"]), RLAM["step"]: origin.number, RLAM["status"]: str(row["status"])}
     for column in ("cache_key", "code_version", "env_hash"):

@@ -94,7 +94,7 @@ class _Builder:
         run = record.run
         crate.name = f"R-LAM {run['mode']} {record.run_id}"
         crate.description = f"An LLM-planned workflow run recorded by rlam-prefect: {len(record.steps)} steps, status {run['status']}."
-        crate.root_dataset["datePublished"] = iso(dt.datetime.now(dt.timezone.utc))
+        crate.root_dataset["datePublished"] = iso(dt.datetime.now(dt.UTC))
         crate.root_dataset["license"] = _ref(self._license())
         self.operator = self._person()
         crate.root_dataset["author"] = _ref(self.operator)
