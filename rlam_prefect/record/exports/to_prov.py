@@ -3,8 +3,8 @@
 Artifacts are entities named by their content hash; each step is an activity that used its input
 artifacts and generated its output, which was derived from them; the run is an activity that
 started its steps. The rlam-prefect software and the planner (model and endpoint) are software
-agents; each planner decision is an entity: the ``prov:Plan`` of the step it chose, or a rejected
-decision that started no action. A cached step used a result that an earlier execution generated:
+agents; each planner decision is an entity attributed to the planner: the ``prov:Plan`` that
+rlam-prefect followed in the step it chose, or a rejected decision that started no action. A cached step used a result that an earlier execution generated:
 that execution is named with its times, started by its own run, and generated the output from the
 same inputs, so every output derives from its inputs whether the run computed it or not. A replay
 or a fork was informed by its parent run. Failed steps are activities with no output and their error.
@@ -120,9 +120,9 @@ def _add_step(doc: ProvDocument, record: RunRecord, step: StepRecord, run_activi
     if plan is not None and step.rejected_decision:
         doc.wasGeneratedBy(plan, activity, step.ended)  # the rejection is this activity's only outcome
         plan = None
-    doc.wasAssociatedWith(activity, planner or software, plan)
-    if planner is not None:
-        doc.wasAssociatedWith(activity, software)
+    # rlam-prefect ran the step following the planner's decision, which is attributed to the planner.
+    # One association per step: PROV-O readers pair a plan with the wrong agent when an activity has two.
+    doc.wasAssociatedWith(activity, software, plan)
     inputs = []
     for argument, digest in step.inputs.items():
         entity = _artifact(doc, digest, None, known)
