@@ -10,6 +10,7 @@ import json
 import os
 import threading
 import time
+import urllib.parse
 from dataclasses import dataclass
 from typing import Any
 
@@ -100,6 +101,44 @@ def complete(model: str, messages: list[dict[str, str]], *, temperature: float, 
         getattr(usage, "prompt_tokens", None),
         getattr(usage, "completion_tokens", None),
     )
+
+
+IN_PROCESS = "in-process"  # the endpoint recorded for a model served inside rlam (rlam/heuristic)
+
+
+def endpoint(model: str) -> str | None:
+    """The server a planner call to ``model`` goes to, without credentials, for the decisions table.
+
+    litellm takes the base URL from ``litellm.api_base``, then ``<PROVIDER>_BASE_URL`` /
+    ``<PROVIDER>_API_BASE`` (e.g. ``OPENAI_API_BASE``), then the provider's default. User info, query
+    and fragment are dropped, so a key passed in the URL is never recorded. None: litellm knows
+    no URL for this provider (it then uses the provider SDK's default).
+    """
+    if model.startswith("rlam/"):
+        return IN_PROCESS
+    provider = model.split("/", 1)[0].upper().replace("-", "_")
+    litellm = litellm_module()
+    base = getattr(litellm, "api_base", None) or os.environ.get(f"{provider}_BASE_URL") or os.environ.get(f"{provider}_API_BASE")
+    if not base:
+        try:
+            base = litellm.get_api_base(model, {})
+        except Exception:  # an unknown provider has no default URL
+            base = None
+    return without_credentials(base) if base else None
+
+
+def without_credentials(url: str) -> str:
+    """``scheme://host[:port]/path`` of ``url``: user, password, query and fragment removed."""
+    parts = urllib.parse.urlsplit(url.strip())
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"  # IPv6 literal
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    netloc = f"{host}:{port}" if port else host
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 MOCK_ENV = "RLAM_PLANNER_MOCK_RESPONSE"

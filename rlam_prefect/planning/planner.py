@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from rlam_prefect.actions.registry import registered_actions
 from rlam_prefect.core.hashing import canonical_json
-from rlam_prefect.planning.llm import HEURISTIC_MODEL, LLMReply
+from rlam_prefect.planning.llm import HEURISTIC_MODEL, LLMReply, endpoint
 from rlam_prefect.planning.prompt import PlannerState, build_messages, prompt_hash
 from rlam_prefect.planning.replies import STOP, InvalidDecision, parse_reply
 
@@ -109,6 +109,7 @@ class LLMPlanner:
             "latency_s": reply.latency_s,
             "prompt_tokens": reply.prompt_tokens,
             "completion_tokens": reply.completion_tokens,
+            "endpoint": endpoint(self.options.model),
         }
         if reply.error_type:
             reason = f"the planner call failed: {reply.error_type}: {reply.error_message}"

@@ -155,3 +155,4 @@ class DecisionRecord(Record):
     prompt_tokens: int | None = column(pa.int64(), "as the provider reported")
     completion_tokens: int | None = column(pa.int64(), "as the provider reported")
     recorded_at: dt.datetime | None = column(TS, "when this row was written")
+    endpoint: str | None = column(pa.string(), "the server that answered: its base URL without user, password, query or fragment; in-process for rlam/heuristic")

@@ -45,12 +45,33 @@ class TraceStore:
         self.home = home
         self.root = home.traces
         self.uncompacted_runs = 0  # set by runs()
+        self._tables_ensured = False
 
     # ---- writing -------------------------------------------------------------------------
 
     def append(self, table: str, rows: list[Mapping[str, Any]], *, partition: str, name: str) -> Path:
         """Write ``rows`` as one new file; raises FileExistsError instead of replacing a file."""
+        self.ensure_tables()
         return _write_new(self.root / table / partition, name, _arrow_rows(table, rows))
+
+    def ensure_tables(self) -> None:
+        """Every table exists with its schema from the first write on (a run with no planner call too).
+
+        A table nothing was written to yet gets one zero-row file, ``<table>/_schema.parquet``, so
+        ``read_parquet('traces/<table>/**/*.parquet')`` works on any home. It is written like any
+        trace file (never replaces one) and only where the table's directory does not exist yet;
+        this store's readers skip it (its name starts with ``_``).
+        """
+        if self._tables_ensured:
+            return
+        for table, schema in TABLES.items():
+            if (self.root / table).exists():
+                continue
+            try:
+                _write_new(self.root / table, SCHEMA_FILE, schema.empty_table())
+            except FileExistsError:
+                pass  # another process made it first
+        self._tables_ensured = True
 
     def append_run_event(self, record: RunEvent | Mapping[str, Any]) -> None:
         row = _typed(RunEvent, record)
@@ -183,6 +204,7 @@ class TraceStore:
 
 _EVENT_ORDER = {"start": "00", "end": "01"}
 SEGMENTS = "_segments"  # traces/_segments/<table>/: consolidated copies written by `rlam compact`
+SCHEMA_FILE = "_schema"  # traces/<table>/_schema.parquet: zero rows, the table's schema (see ensure_tables)
 
 
 def _write_new(directory: Path, name: str, data: pa.Table) -> Path:
