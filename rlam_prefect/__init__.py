@@ -39,6 +39,7 @@ _PUBLIC_API: dict[str, str] = {
     "Precondition": "rlam_prefect.actions.conditions",
     "Effect": "rlam_prefect.actions.conditions",
     "ActionRegistry": "rlam_prefect.actions.registry",
+    "DataFile": "rlam_prefect.actions.files",
     "content_hash": "rlam_prefect.core.hashing",
     # the Prefect flows a project deploys (prefect.yaml entrypoints re-export these)
     "rlam_flow": "rlam_prefect.prefect.flow",
@@ -53,6 +54,7 @@ _PUBLIC_API: dict[str, str] = {
     "StoredResultError": "rlam_prefect.core.errors",
     "ReplayMismatchError": "rlam_prefect.core.errors",
     "ActionContractError": "rlam_prefect.core.errors",
+    "DataFileError": "rlam_prefect.core.errors",
     "UnhashableValueError": "rlam_prefect.core.hashing",
 }
 
@@ -82,6 +84,7 @@ __all__ = [
     "Precondition",
     "Effect",
     "ActionRegistry",
+    "DataFile",
     "content_hash",
     "rlam_flow",
     "audit_flow",
@@ -94,6 +97,7 @@ __all__ = [
     "StoredResultError",
     "ReplayMismatchError",
     "ActionContractError",
+    "DataFileError",
     "UnhashableValueError",
 ]
 
@@ -113,6 +117,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # for type checkers and IDEs; never executed
     from rlam_prefect.actions.conditions import Effect, Precondition
+    from rlam_prefect.actions.files import DataFile
     from rlam_prefect.actions.registry import ActionRegistry
     from rlam_prefect.actions.spec import ActionSpec, NoParams, action
     from rlam_prefect.api.home import Home, open_home
@@ -120,6 +125,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; never executed
     from rlam_prefect.api.verbs import diff, explain, export, fork, replay, run, sweep, verify
     from rlam_prefect.core.errors import (
         ActionContractError,
+        DataFileError,
         InvalidParamsError,
         ReplayMismatchError,
         RLamError,

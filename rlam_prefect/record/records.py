@@ -112,6 +112,7 @@ class StepRecord(Record):
     approval_via: str | None = column(pa.string(), "flag | tty | ui (older files read approval columns as null)")
     approval_edits: str | None = column(pa.string(), "JSON {param: value} the reviewer changed")
     approval_note: str | None = column(pa.string(), "the reviewer's note")
+    files_read: str | None = column(pa.string(), "JSON {param: {path, size, digest}}: the data files the step declared and read (digest: sha256 of the bytes, part of the key; older files read null)")
 
 
 @dataclass
