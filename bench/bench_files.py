@@ -129,7 +129,7 @@ def main() -> None:
         f"- {size_mib} MiB file: rlam {result['rlam_mib_per_s']:.0f} MiB/s, sha256sum {result['sha256sum_mib_per_s']:.0f} MiB/s "
         f"(rlam takes {result['ratio']:.2f}x the time of sha256sum, best of {args.repeats}); both digests equal.",
         f"- Peak RSS of the hashing process: {result['peak_rss_mib_big']:.1f} MiB for {size_mib} MiB, "
-        f"{result['peak_rss_mib_64mib']:.1f} MiB for 64 MiB (flat: 1 MiB blocks; the rest is the interpreter and numpy).",
+        f"{result['peak_rss_mib_64mib']:.1f} MiB for 64 MiB (flat: 1 MiB blocks; the rest is the interpreter).",
         f"- Stat cache: the same file again in one process costs {result['stat_cache_hit_us']:.1f} µs (one `stat`), "
         f"instead of {best_ours:.2f} s; files hashed per process: 1.",
         f"- In-place edit of one byte, same size, mtime restored: changed={edit['changed']} (hashed {edit['hashed']} times) — "

@@ -41,6 +41,8 @@ _PUBLIC_API: dict[str, str] = {
     "ActionRegistry": "rlam_prefect.actions.registry",
     "DataFile": "rlam_prefect.actions.files",
     "content_hash": "rlam_prefect.core.hashing",
+    "register_hasher": "rlam_prefect.core.hashing",
+    "hasher": "rlam_prefect.core.hashing",
     # the Prefect flows a project deploys (prefect.yaml entrypoints re-export these)
     "rlam_flow": "rlam_prefect.prefect.flow",
     "audit_flow": "rlam_prefect.prefect.audit_flow",
@@ -86,6 +88,8 @@ __all__ = [
     "ActionRegistry",
     "DataFile",
     "content_hash",
+    "register_hasher",
+    "hasher",
     "rlam_flow",
     "audit_flow",
     "RLamError",
@@ -135,6 +139,6 @@ if TYPE_CHECKING:  # for type checkers and IDEs; never executed
         UnknownRunError,
         UsageError,
     )
-    from rlam_prefect.core.hashing import UnhashableValueError, content_hash
+    from rlam_prefect.core.hashing import UnhashableValueError, content_hash, hasher, register_hasher
     from rlam_prefect.prefect.audit_flow import audit_flow
     from rlam_prefect.prefect.flow import rlam_flow
