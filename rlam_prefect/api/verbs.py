@@ -33,12 +33,17 @@ def run(
     approval_timeout: int | None = None,
     inject_failures: Iterable[str] = (),
     run_id: str | None = None,
+    goal: str | None = None,
     home: PathLike | Home | None = None,
     on_step: StepCallback | None = None,
 ) -> RunResult:
-    """Plan and execute a new run: each decided action a Prefect task, keyed by content, recorded."""
+    """Plan and execute a new run: each decided action a Prefect task, keyed by content, recorded.
+
+    goal: what the planner works towards, "METRIC>=NUMBER" or "METRIC<=NUMBER" over the evaluation's
+    metrics (default "accuracy>=0.97"); target_accuracy=X is the older spelling of goal="accuracy>=X".
+    """
     request = RunRequest(
-        PlannerSettings(planner, temperature, seed, max_steps, target_accuracy), overrides or {},
+        PlannerSettings(planner, temperature, seed, max_steps, target_accuracy, goal), overrides or {},
         tuple(dict.fromkeys(inject_failures)), Governance(policy, tuple(approve), approval_timeout), run_id,
     )
     return execute(request, home=home, on_step=on_step)
@@ -70,10 +75,11 @@ def fork(
     new_run_id: str | None = None,
     home: PathLike | Home | None = None,
     on_step: StepCallback | None = None,
+    goal: str | None = None,
 ) -> RunResult:
-    """Reuse the steps before ``step`` from the cache and re-execute from ``step`` with ``overrides``."""
+    """Reuse the steps before ``step`` from the cache and re-execute from ``step`` with ``overrides`` (and a new ``goal``)."""
     request = ForkRequest(
-        run_id, step, overrides or {}, pin_decisions, PlannerSettings(planner, temperature, seed, max_steps, target_accuracy),
+        run_id, step, overrides or {}, pin_decisions, PlannerSettings(planner, temperature, seed, max_steps, target_accuracy, goal),
         tuple(dict.fromkeys(inject_failures)), Governance(policy, tuple(approve), approval_timeout), new_run_id,
     )
     return execute(request, home=home, on_step=on_step)

@@ -31,7 +31,7 @@ from rlam_prefect.planning.llm import LLMReply, calls_so_far
 from rlam_prefect.planning.plan import RunPlan
 from rlam_prefect.planning.policy import file_choice_violation
 from rlam_prefect.planning.sources import Decision
-from rlam_prefect.record.compare import key_differences, outcome
+from rlam_prefect.record.compare import key_differences, outcome, run_metrics
 from rlam_prefect.record.records import DecisionRecord, ResultRecord, RunEvent, StepRecord
 from rlam_prefect.record.results import ResultGuard
 from rlam_prefect.record.store import TraceStore, utcnow
@@ -316,11 +316,7 @@ class RunSession:
         return state.result(_sync=True), [state]  # type: ignore[call-overload]  # async_dispatch takes _sync; prefect's overloads omit it
 
     def _metrics(self) -> dict[str, Any]:
-        for row in reversed(self.history):
-            if row.get("output_kind") == "Metrics" and row.get("summary"):
-                metrics: dict[str, Any] = json.loads(row["summary"])  # a Metrics summary is a JSON object
-                return metrics
-        return {}
+        return run_metrics(self.history)
 
     def _why_no_cache(self, original: dict[str, Any] | None, row: StepRecord) -> str:
         recorded_by = self.store.run(original["run_id"]).get("rlam_version") if original else None

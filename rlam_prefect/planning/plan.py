@@ -199,8 +199,6 @@ def _planner_options(model: str, tuning: Mapping[str, Any], base: PlannerOptions
         raise UsageError(f"seed {options.seed} must be a non-negative integer")
     if not 1 <= options.max_steps <= 200:
         raise UsageError(f"max_steps {options.max_steps} is out of range 1..200")
-    if not 0.0 <= options.target_accuracy <= 1.0:
-        raise UsageError(f"target accuracy {options.target_accuracy} is out of range 0..1")
     _check_provider_key(model)
     return options
 

@@ -24,6 +24,20 @@ def outcome(row: dict[str, Any]) -> tuple[str, str, str | None]:
     return row["action"], "ok" if succeeded(row) else row["status"], row.get("output_hash")
 
 
+def is_metrics_kind(kind: str | None) -> bool:
+    """A metrics artifact: its type's name ends in ``Metrics`` (the seed's ``Metrics``, a user's ``RegressionMetrics``...)."""
+    return bool(kind) and str(kind).endswith("Metrics")
+
+
+def run_metrics(history: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run's metrics: the summary of its last metrics artifact (what ``rlam show``, diff and artifacts report)."""
+    for row in reversed(history):
+        if is_metrics_kind(row.get("output_kind")) and row.get("summary"):
+            metrics: dict[str, Any] = json.loads(row["summary"]) if isinstance(row["summary"], str) else dict(row["summary"])
+            return metrics
+    return {}
+
+
 def key_differences(a: dict[str, Any], b: dict[str, Any]) -> list[dict[str, Any]]:
     """What differs between two steps' keys, part by part (empty: same key)."""
     differences: list[dict[str, Any]] = []
