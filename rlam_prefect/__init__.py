@@ -46,6 +46,10 @@ _PUBLIC_API: dict[str, str] = {
     # the Prefect flows a project deploys (prefect.yaml entrypoints re-export these)
     "rlam_flow": "rlam_prefect.prefect.flow",
     "audit_flow": "rlam_prefect.prefect.audit_flow",
+    # R-LAM on your own Prefect flow: @rlam.track on the flow, @rlam.step on its tasks
+    "track": "rlam_prefect.prefect.track_flow",
+    "step": "rlam_prefect.prefect.tracked",
+    "CONTENT": "rlam_prefect.prefect.tracked",
     # errors
     "RLamError": "rlam_prefect.core.errors",
     "UsageError": "rlam_prefect.core.errors",
@@ -92,6 +96,9 @@ __all__ = [
     "hasher",
     "rlam_flow",
     "audit_flow",
+    "track",
+    "step",
+    "CONTENT",
     "RLamError",
     "UsageError",
     "UnknownRunError",
@@ -142,3 +149,5 @@ if TYPE_CHECKING:  # for type checkers and IDEs; never executed
     from rlam_prefect.core.hashing import UnhashableValueError, content_hash, hasher, register_hasher
     from rlam_prefect.prefect.audit_flow import audit_flow
     from rlam_prefect.prefect.flow import rlam_flow
+    from rlam_prefect.prefect.track_flow import track
+    from rlam_prefect.prefect.tracked import CONTENT, step
