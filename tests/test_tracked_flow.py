@@ -136,3 +136,87 @@ def test_a_fork_override_naming_no_later_task_is_one_line_and_nothing_runs(works
     bad = workspace.rlam("fork", "f10a000000a1", "--step", "5", "--set", "load.n=4")
     assert bad.code == 2 and "task load is not called at or after step 5" in bad.stderr
     assert _witness(project) == []
+
+
+FILE_FLOW = '''
+import threading
+from pathlib import Path
+
+from prefect import flow, task
+
+import rlam_prefect as rlam
+
+WITNESS = Path(__file__).with_name("witness.txt")
+
+
+@rlam.step
+@task
+def count_lines(path: rlam.DataFile) -> int:
+    with open(WITNESS, "a") as handle:
+        handle.write("count\\n")
+    return len(Path(path).read_text().splitlines())
+
+
+@rlam.step
+@task
+def hold(n: int, lock: object = None) -> int:
+    return n
+
+
+@rlam.track
+@flow
+def files(path: str = "data.txt", bad: bool = False) -> int:
+    n = count_lines(path)
+    if bad:
+        hold(n, lock=threading.Lock())
+    return n
+
+
+if __name__ == "__main__":
+    import sys
+    print(files(bad=len(sys.argv) > 1, rlam_run_id=sys.argv[2] if len(sys.argv) > 2 else None))
+'''
+
+
+def test_a_task_argument_typed_datafile_is_hashed_by_content_and_an_unhashable_argument_fails_its_step(workspace, tmp_path):
+    import os
+
+    (tmp_path / "fileflow.py").write_text(FILE_FLOW)
+    data = tmp_path / "data.txt"
+    data.write_text("a\nb\n")
+    env = {**os.environ, "RLAM_HOME": str(workspace.home.root), "PREFECT_LOGGING_LEVEL": "CRITICAL"}
+
+    def run(*args):
+        return subprocess.run([sys.executable, "fileflow.py", *args], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300)
+
+    assert run().stdout.strip().endswith("2") and run().stdout.strip().endswith("2")
+    assert _witness(tmp_path) == ["count"]  # the second run was served: same bytes
+    data.write_text("a\nc\n")  # same size, new bytes
+    assert run("bad", "feedfacecafe").returncode != 0  # the unhashable argument fails the flow run, as a failing task does
+    assert _witness(tmp_path) == ["count"]  # new bytes under the same path and size: executed again
+    failed = workspace.rlam_json("show", "feedfacecafe")
+    step = failed["steps"][1]
+    assert failed["status"] == "failed" and step["action"] == "hold" and step["status"] == "failed"
+    assert "no canonical content" in step["error_message"] and "_thread.lock" in step["error_message"]
+    rows = workspace.home.root / "traces" / "steps" / "feedfacecafe"
+    from rlam_prefect.record.store import TraceStore
+
+    read = json.loads(TraceStore(workspace.home).steps("feedfacecafe")[0]["files_read"])["path"]
+    assert read["path"] == "data.txt" and read["size"] == 4 and rows.exists()
+
+
+def test_the_tracked_flow_keeps_its_parameters_and_gains_the_rlam_ones_for_the_custom_run_form(tmp_path):
+    import importlib.util
+
+    (tmp_path / "myflow.py").write_text(FLOW)
+    spec = importlib.util.spec_from_file_location("myflow_schema", tmp_path / "myflow.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    properties = module.pipeline.parameters.properties
+    assert {"n", "scale", "rlam_replay_of", "rlam_fork_of", "rlam_fork_step", "rlam_overrides", "rlam_run_id"} <= set(properties)
+    assert module.pipeline.name == "pipeline"
+    assert module.total.fn([module.square.fn(2)], scale=0.5) == 4.0  # outside a tracked run the task is the user's own
+    with pytest.raises(TypeError, match="above @task"):
+        import rlam_prefect as rlam
+
+        rlam.step(lambda x: x)

@@ -43,6 +43,11 @@ def file_params(model: type[BaseModel]) -> tuple[str, ...]:
     return tuple(found)
 
 
+def is_file_annotation(annotation: Any) -> bool:
+    """True for ``rlam.DataFile`` and ``rlam.DataFile | None`` (a task argument or a params field)."""
+    return _marked(annotation)
+
+
 def _marked(annotation: Any) -> bool:
     if annotation is None:
         return False

@@ -26,6 +26,7 @@ import json
 import os
 import socket
 import threading
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,9 +35,11 @@ from prefect import Task
 from prefect.cache_policies import CachePolicy
 from prefect.utilities.annotations import unmapped
 
+from rlam_prefect.actions.files import is_file_annotation
 from rlam_prefect.core.code_version import code_version
 from rlam_prefect.core.environment import environment, environment_hash, runtime_versions
 from rlam_prefect.core.errors import ReplayMismatchError, RLamError, StoredResultError, UsageError, one_line
+from rlam_prefect.core.files import file_digest
 from rlam_prefect.core.hashing import canonical_json, content_hash
 from rlam_prefect.core.home import HomeLayout
 from rlam_prefect.core.keys import cache_key
@@ -166,7 +169,8 @@ class ContentPolicy(CachePolicy):
         run = _CURRENT.get()
         if run is None:
             return None
-        step = _THREAD.pending if threading.get_ident() == run.flow_thread and getattr(_THREAD, "pending", None) else run.step_of(task_ctx.task_run.id)
+        pending = getattr(_THREAD, "pending", None)  # set by a direct call in this thread: the call runs inline
+        step = pending if pending else run.step_of(task_ctx.task_run.id)
         _THREAD.step = step
         task = task_ctx.task
         fn = getattr(task, "_rlam_fn", task.fn)
@@ -180,7 +184,14 @@ class ContentPolicy(CachePolicy):
             return None
         version = "sha256:" + code_version(fn, module_names=False)  # the same file as a script or loaded by rlam replay
         env = environment_hash()
-        key = cache_key(task.name, version, {}, hashes, env)
+        try:  # arguments annotated rlam.DataFile: the file's bytes are part of the key, as for an action
+            files = {name: file_digest(str(inputs[name])) for name in _file_arguments(fn) if inputs.get(name)}
+        except RLamError as exc:
+            run.refused[step] = exc
+            return None
+        if files:
+            row.files_read = canonical_json({name: found.to_dict() for name, found in files.items()})
+        key = cache_key(task.name, version, {}, hashes, env, {name: found.digest for name, found in files.items()})
         shown = {k: v if _plain(v) else f"<{hashes[k][:19]}>" for k, v in inputs.items()}
         row.update(params=canonical_json(shown), input_hashes=canonical_json(hashes), cache_key=key, code_version=version, env_hash=env,
                    output_kind=getattr(inspect.signature(fn).return_annotation, "__name__", None))
@@ -203,6 +214,12 @@ class ContentPolicy(CachePolicy):
 
 
 CONTENT = ContentPolicy()
+
+
+@functools.cache
+def _file_arguments(fn: Callable[..., Any]) -> tuple[str, ...]:
+    hints = typing.get_type_hints(fn, include_extras=True)
+    return tuple(name for name in inspect.signature(fn).parameters if is_file_annotation(hints.get(name)))
 
 
 def _plain(value: Any) -> bool:
