@@ -145,3 +145,17 @@ def test_without_a_pin_a_path_the_planner_picks_is_a_rejected_decision_naming_th
     allowed = workspace.rlam("run", "--planner", "openai/gpt-4o-mini", "--policy", str(policy), "--json", extra_env=env)
     assert allowed.code == 0, allowed.stderr
     assert allowed.json["steps"][0]["status"] == "executed"
+
+
+def test_a_data_file_is_hashed_once_per_run_however_often_its_key_is_computed(workspace, tmp_path):
+    import rlam_prefect as rlam
+    from rlam_prefect.core import files
+
+    data = _csv(tmp_path / "cancer.csv")
+    files.clear_stat_cache()
+    before = files.hash_count
+    run = rlam.run(planner="fixed", overrides={"load_dataset": {"path": str(data), "target": "diagnosis"}})
+    assert run.status == "completed" and run.executed == 5
+    assert files.hash_count == before + 1  # validation, the engine's key, Prefect's cache policy, the after-read check: one read
+    rlam.replay(run.run_id)
+    assert files.hash_count == before + 1  # unchanged file, same process: the stat cache
