@@ -126,3 +126,31 @@ def test_file_roots_is_a_policy_rule_and_absent_from_the_canonical_form_when_unu
     assert policy.file_roots == ("s3://bucket/data/",)
     with pytest.raises(rlam.UsageError, match="file_roots must be a list"):
         Policy.from_mapping({"file_roots": [3]})
+
+
+def test_load_dataset_reads_parquet_and_fsspec_urls_with_chosen_columns_and_dtype(tmp_path):
+    import fsspec
+    import numpy as np
+    import pandas as pd
+
+    import tasks  # noqa: F401
+    from rlam_prefect.actions.registry import get_action
+
+    frame = pd.DataFrame({"a": [1, 2, 3, 4], "b": [0.5, 1.5, 2.5, 3.5], "note": ["x", "y", "z", "w"], "label": ["p", "q", "p", "q"]})
+    frame.to_parquet(tmp_path / "t.parquet")
+    with fsspec.open("memory://rlam-data-test/t.csv", "w") as handle:
+        frame.to_csv(handle, index=False)
+    spec = get_action("load_dataset")
+    for path in (str(tmp_path / "t.parquet"), "memory://rlam-data-test/t.csv"):
+        params = spec.validate_params({"path": path, "target": "label", "columns": ["b", "a"], "dtype": "float32"})
+        data = spec.run({}, params)
+        assert data.feature_names == ("b", "a") and data.X.dtype == np.float32 and data.X.shape == (4, 2)
+        assert data.target_names == ("p", "q") and data.y.tolist() == [0, 1, 0, 1] and data.name.startswith("t.")
+    assert spec.file_params == ("path",)
+    with pytest.raises(rlam.InvalidParamsError, match="path needs target"):
+        spec.validate_params({"path": "x.csv"})
+    with pytest.raises(rlam.InvalidParamsError, match="apply to a file only"):
+        spec.validate_params({"target": "label"})
+    with pytest.raises(rlam.DataFileError, match="is not a readable parquet file"):
+        (tmp_path / "bad.parquet").write_text("not parquet")
+        spec.run({}, spec.validate_params({"path": str(tmp_path / "bad.parquet"), "target": "label"}))
