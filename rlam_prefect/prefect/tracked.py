@@ -74,6 +74,7 @@ class TrackedRun:
     refused: dict[int, RLamError] = field(default_factory=dict)
     failed: dict[int, BaseException] = field(default_factory=dict)
     futures: list[Any] = field(default_factory=list)
+    step_by_task_run: dict[Any, int] = field(default_factory=dict)  # every step's Prefect task run id (data edges)
     _counter: int = 0
     _by_task_run: dict[Any, int] = field(default_factory=dict)
     _cond: threading.Condition = field(default_factory=threading.Condition)
@@ -177,6 +178,11 @@ class ContentPolicy(CachePolicy):
         row = StepRecord(run_id=run.run_id, step=step, action=task.name, started_at=utcnow(), reason=f"flow {run.flow_name}",
                          prefect_task_run_id=str(task_ctx.task_run.id))
         run.rows[step] = row
+        run.step_by_task_run[task_ctx.task_run.id] = step
+        upstream = {name: sorted(run.step_by_task_run[i.id] for i in found if getattr(i, "id", None) in run.step_by_task_run)
+                    for name, found in (task_ctx.task_run.task_inputs or {}).items() if name in inputs}
+        if any(upstream.values()):
+            row.inputs_from = canonical_json({k: v for k, v in upstream.items() if v})
         try:
             hashes = {name: content_hash(value) for name, value in inputs.items()}
         except Exception as exc:  # an argument with no canonical content: the step fails, nothing is cached under a wrong key
