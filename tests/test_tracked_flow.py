@@ -127,7 +127,7 @@ def test_a_helper_edit_changes_the_code_version_and_a_replay_then_fails_naming_t
     failed = [s for s in result["steps"] if s["status"] == "failed"]
     assert failed and failed[0]["action"] == "square" and "ReplayMismatchError" == failed[0]["error_type"]
     assert "no cached result for its key" in failed[0]["error_message"]
-    assert _witness(project) == ["load", "total"] or "square 1" not in _witness(project)
+    assert _witness(project) == []  # a replay executes nothing, not even the steps after the refused ones
     fork = workspace.rlam_json("fork", "f10a000000a1", "--step", "2")
     assert [s["status"] for s in fork["steps"]] == ["cached", "executed", "executed", "executed", "executed"]
 
