@@ -100,6 +100,7 @@ class RunSummary:
     cached: int | None
     metrics: Mapping[str, Any]
     started_at: str | None
+    goal: str | None = None  # what the run's planner worked towards, e.g. accuracy>=0.97 or rmse<=0.5
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> RunSummary:

@@ -123,7 +123,8 @@ def _planner_arguments(parser: argparse.ArgumentParser, default_note: str = "$RL
     parser.add_argument("--temperature", type=float, default=None, help="planner sampling temperature (default 0)")
     parser.add_argument("--seed", type=int, default=None, help="planner seed where the provider accepts one (default 0)")
     parser.add_argument("--max-steps", type=int, default=None, help="step budget (default 12)")
-    parser.add_argument("--target", dest="target_accuracy", type=float, default=None, help="accuracy goal the planner works towards (default 0.97)")
+    parser.add_argument("--goal", default=None, metavar="METRIC>=X", help="what the planner works towards: METRIC>=NUMBER or METRIC<=NUMBER over the evaluation's metrics (default accuracy>=0.97)")
+    parser.add_argument("--target", dest="target_accuracy", type=float, default=None, help="shorthand for --goal accuracy>=TARGET")
 
 
 def _policy_arguments(parser: argparse.ArgumentParser) -> None:
@@ -285,7 +286,7 @@ def _flow(rlam: Any, home: Any, args: argparse.Namespace) -> int:
     from rlam_prefect.planning.plan import new_run_id, parse_overrides
 
     overrides = parse_overrides(getattr(args, "overrides", []))
-    planner = {k: getattr(args, k, None) for k in ("planner", "temperature", "seed", "max_steps", "target_accuracy")}
+    planner = {k: getattr(args, k, None) for k in ("planner", "temperature", "seed", "max_steps", "target_accuracy", "goal")}
     if args.command == "run" and args.pipeline in ("script", "lam"):
         return _untraced(args, overrides, planner)
     governance = {"policy": args.policy, "approve": getattr(args, "approve", []), "approval_timeout": getattr(args, "approval_timeout", None)}
@@ -335,7 +336,7 @@ def _untraced(args: argparse.Namespace, overrides: dict[str, dict[str, Any]], pl
         raise UsageError(f"--policy and --approve govern the rlam pipeline; the {args.pipeline} pipeline has no engine to enforce them")
     if args.pipeline == "script":
         planner["planner"] = "fixed"
-    settings = PlannerSettings(planner["planner"], planner["temperature"], planner["seed"], planner["max_steps"], planner["target_accuracy"])
+    settings = PlannerSettings(planner["planner"], planner["temperature"], planner["seed"], planner["max_steps"], planner["target_accuracy"], planner["goal"])
     plan = prepare_plan(TraceStore(HomeLayout.from_env()), RunRequest(settings, overrides, tuple(args.inject)))
     report = run_script(plan.overrides, plan.inject_failures) if args.pipeline == "script" else run_naive_lam(plan)
     _emit(report, args.json, render_untraced)

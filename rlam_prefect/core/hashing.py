@@ -3,6 +3,12 @@
 Two values with the same content hash equal each other regardless of memory layout or of
 having been pickled and loaded again; values that differ in content or type hash apart.
 Pickle bytes are never hashed: they move when an object makes a round trip.
+
+Your own types: ``register_hasher(MyType, fn)`` (or ``@hasher(MyType)``) says what a value's content
+is: ``fn(value)`` returns something this module already hashes (arrays, mappings, tuples, scalars...),
+and the digest is taken over that, tagged with the type's name. pandas DataFrame and Series are
+registered by name, so hashing them never imports pandas and pandas is not needed otherwise.
+Dataclasses and pydantic models need no registration (their fields are their content).
 """
 
 from __future__ import annotations
@@ -15,8 +21,8 @@ import hashlib
 import json
 import math
 import types
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -27,6 +33,41 @@ SCHEME_VERSION = "1"
 
 class UnhashableValueError(TypeError):
     """A value has no canonical content (a lock, a generator, an open file...)."""
+
+
+F = TypeVar("F", bound=Callable[[Any], Any])
+_BY_NAME: dict[str, Callable[[Any], Any]] = {}  # "module.QualName" -> content function, for types not imported yet
+
+
+def register_hasher(cls: type | str, fn: Callable[[Any], Any]) -> None:
+    """Hash values of ``cls`` (a type, or its "module.QualName" to avoid importing it) by ``fn(value)``'s content.
+
+    ``fn`` returns the value's canonical content in types this module hashes; the digest is tagged
+    with the type's name, so two types with equal content still hash apart. Registering again replaces.
+    """
+    if not callable(fn):
+        raise TypeError(f"register_hasher: {fn!r} is not callable")
+    if isinstance(cls, str):
+        _BY_NAME[cls] = fn
+        return
+    if not isinstance(cls, type):
+        raise TypeError(f"register_hasher: {cls!r} is not a type")
+    name = _qualname(cls)
+
+    def by_content(value: Any) -> str:
+        return _tagged("custom", name.encode(), _fingerprint(fn(value)).encode())
+
+    _fingerprint.register(cls)(by_content)
+
+
+def hasher(cls: type | str) -> Callable[[F], F]:
+    """Decorator form of ``register_hasher``: ``@rlam.hasher(MyType)`` over ``def content(value): ...``."""
+
+    def register(fn: F) -> F:
+        register_hasher(cls, fn)
+        return fn
+
+    return register
 
 
 def sha256_hex(*parts: bytes | memoryview) -> str:
@@ -148,6 +189,10 @@ def _(value: Any) -> str:
 
 
 def _fingerprint_object(value: Any) -> str:
+    for cls in type(value).__mro__:
+        by_name = _BY_NAME.get(_qualname(cls))
+        if by_name is not None:
+            return _tagged("custom", _qualname(cls).encode(), _fingerprint(by_name(value)).encode())
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         fields = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
         return _tagged("dataclass", _qualname(value).encode(), _fingerprint(fields).encode())
@@ -160,6 +205,7 @@ def _fingerprint_object(value: Any) -> str:
 _COPYREG_NEWOBJ = copyreg.__newobj__  # type: ignore[attr-defined]  # typeshed does not declare copyreg.__newobj__
 _OBJECT_REDUCE_EX: object = object.__reduce_ex__  # typed as object: mypy's bound-method types make the identity check look impossible
 _UNHASHABLE_TYPES: tuple[type, ...] = (types.GeneratorType, types.CoroutineType, types.ModuleType)
+_HINT = " (give it canonical content with rlam.register_hasher(type, fn), or return a dataclass of arrays)"
 
 
 def _fingerprint_reduced(value: Any) -> str:
@@ -169,19 +215,19 @@ def _fingerprint_reduced(value: Any) -> str:
     recursively gives the same digest before and after a save/load round trip.
     """
     if isinstance(value, _UNHASHABLE_TYPES):
-        raise UnhashableValueError(f"cannot hash a value of type {_qualname(value)}")
+        raise UnhashableValueError(f"cannot hash a value of type {_qualname(value)}: it has no canonical content{_HINT}")
     try:
         reduced = value.__reduce_ex__(4)
     except Exception as exc:
-        raise UnhashableValueError(f"cannot hash a value of type {_qualname(value)}: {exc}") from exc
+        raise UnhashableValueError(f"cannot hash a value of type {_qualname(value)}: {exc}{_HINT}") from exc
     if isinstance(reduced, str) or not isinstance(reduced, tuple) or len(reduced) < 2:
-        raise UnhashableValueError(f"cannot hash a value of type {_qualname(value)}")
+        raise UnhashableValueError(f"cannot hash a value of type {_qualname(value)}: it has no canonical content{_HINT}")
     constructor, args = reduced[0], reduced[1]
     state = reduced[2] if len(reduced) > 2 else None
     if constructor is _COPYREG_NEWOBJ and args and args[0] is type(value):
         args = args[1:]
     if state is None and not args and type(value).__reduce_ex__ is _OBJECT_REDUCE_EX:
-        raise UnhashableValueError(f"cannot hash a value of type {_qualname(value)}: it has no state")
+        raise UnhashableValueError(f"cannot hash a value of type {_qualname(value)}: it has no state{_HINT}")
     return _tagged(
         "object",
         _qualname(value).encode(),
@@ -196,3 +242,34 @@ def _drop_volatile(state: Any) -> Any:
         return {k: v for k, v in state.items() if k != "_sklearn_version"}
     return state
 
+
+
+# ---- pandas, by name: content (labels, dtypes, values), never pickle bytes ---------------------------
+
+
+def _pandas_values(values: Any) -> Any:
+    array = values.to_numpy()
+    if array.dtype == object:  # missing markers (pd.NA, NaT, None, NaN) as one canonical None
+        array = np.where(values.isna().to_numpy(), None, array)
+    return array
+
+
+def _pandas_index(index: Any) -> Any:
+    return ("index", str(index.dtype), tuple(str(n) for n in index.names), _pandas_values(index))
+
+
+def _pandas_series(series: Any) -> Any:
+    return (str(series.name), str(series.dtype), _pandas_index(series.index), _pandas_values(series))
+
+
+def _pandas_frame(frame: Any) -> Any:
+    columns = tuple(frame.columns)
+    return (
+        _pandas_index(frame.columns),
+        _pandas_index(frame.index),
+        tuple((str(frame.dtypes.iloc[i]), _pandas_values(frame.iloc[:, i])) for i in range(len(columns))),
+    )
+
+
+register_hasher("pandas.core.frame.DataFrame", _pandas_frame)
+register_hasher("pandas.core.series.Series", _pandas_series)

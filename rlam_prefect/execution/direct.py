@@ -10,7 +10,6 @@ computed (not stored) so that experiments can tell whether re-runs reproduce.
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
@@ -22,6 +21,7 @@ from rlam_prefect.planning.llm import LLMReply, calls_so_far, complete
 from rlam_prefect.planning.plan import RunPlan
 from rlam_prefect.planning.planner import LLMPlanner
 from rlam_prefect.planning.sources import Decision, DecisionSource, FixedOrder, PlannerDecisions
+from rlam_prefect.record.compare import run_metrics
 
 
 def run_script(overrides: dict[str, dict[str, Any]] | None = None, inject_failures: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -47,7 +47,7 @@ def run_directly(source: DecisionSource, pipeline: str, inject_failures: tuple[s
     while (decision := source.next_decision(history)) is not None:
         history.append(_execute(decision, len(history) + 1, artifacts, inject_failures, injected))
     failed = source.failure is not None or (history and history[-1]["status"] in ("failed", "rejected"))
-    metrics: dict[str, Any] = next((json.loads(r["summary"]) for r in reversed(history) if r.get("output_kind") == "Metrics" and r.get("summary")), {})
+    metrics = run_metrics(history)
     return {
         "run_id": None,
         "pipeline": pipeline,

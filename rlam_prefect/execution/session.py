@@ -18,9 +18,10 @@ from collections.abc import Callable, Iterator
 from typing import Any, cast
 
 from rlam_prefect.actions.artifact import Artifact
+from rlam_prefect.actions.files import check_files_unchanged, declared_files
 from rlam_prefect.actions.registry import get_action
 from rlam_prefect.core.environment import environment, environment_hash, runtime_versions
-from rlam_prefect.core.errors import ReplayMismatchError, RLamError, StoredResultError, one_line
+from rlam_prefect.core.errors import DataFileError, ReplayMismatchError, RLamError, StoredResultError, one_line
 from rlam_prefect.core.hashing import canonical_json, content_hash
 from rlam_prefect.core.home import HomeLayout
 from rlam_prefect.core.keys import cache_key
@@ -28,8 +29,9 @@ from rlam_prefect.core.version import __version__
 from rlam_prefect.execution import approval as approval_gate
 from rlam_prefect.planning.llm import LLMReply, calls_so_far
 from rlam_prefect.planning.plan import RunPlan
+from rlam_prefect.planning.policy import file_choice_violation
 from rlam_prefect.planning.sources import Decision
-from rlam_prefect.record.compare import key_differences, outcome
+from rlam_prefect.record.compare import key_differences, outcome, run_metrics
 from rlam_prefect.record.records import DecisionRecord, ResultRecord, RunEvent, StepRecord
 from rlam_prefect.record.results import ResultGuard
 from rlam_prefect.record.store import TraceStore, utcnow
@@ -129,12 +131,19 @@ class RunSession:
         An approved edit replaces ``decision.params``; the edit is checked like any other decision.
         """
         policy = self.plan.policy
-        if policy is None:
+        if policy is None and decision.record is None:
             return None
         try:
-            params = get_action(decision.action).validate_params(decision.params)
+            spec = get_action(decision.action)
+            params = spec.validate_params(decision.params)
         except RLamError:
             return None  # invalid params fail the step where they always have (_run_step)
+        if decision.record is not None and spec.file_params:  # a planner's decision: a data file is the user's choice
+            broken = file_choice_violation(policy, spec.name, declared_files(spec.params_model, params), self._user_files(spec))
+            if broken:
+                return "PolicyViolation", f"policy rule {broken}"
+        if policy is None:
+            return None
         broken = policy.violation(decision.action, params, self.history)
         if broken:
             return "PolicyViolation", f"policy rule {broken}"
@@ -157,21 +166,31 @@ class RunSession:
         row.params = canonical_json(edited)
         return None
 
+    def _user_files(self, spec: Any) -> dict[str, set[str]]:
+        """Per file parameter of ``spec``: the paths the user chose (pins, defaults, the forked run's steps)."""
+        given: dict[str, set[str]] = {}
+        pinned = self.plan.overrides.get(spec.name, {})
+        defaults = spec.params_model.model_fields
+        for param in spec.file_params:
+            values = {str(v) for v in (pinned.get(param), defaults[param].default) if v}
+            values |= {str(json.loads(s["params"]).get(param)) for s in self.plan.parent_steps if s["action"] == spec.name and s.get("params")}
+            given[param] = values
+        return given
+
     def _run_step(self, decision: Decision, step: int, row: StepRecord) -> None:
         spec = get_action(decision.action)
         params = spec.validate_params(decision.params)
         inputs = {arg: self.artifacts[kind] for arg, kind in spec.input_kinds.items() if kind in self.artifacts}
         env_hash = environment_hash(spec.packages)
         input_hashes = {arg: artifact.content_hash for arg, artifact in inputs.items()}
-        key = cache_key(spec.name, spec.code_version, params, input_hashes, env_hash)
-        row.update(
-            params=canonical_json(params),
-            input_hashes=canonical_json(input_hashes),
-            cache_key=key,
-            code_version=spec.code_version,
-            env_hash=env_hash,
-            output_kind=spec.output_kind,
-        )
+        row.update(params=canonical_json(params), input_hashes=canonical_json(input_hashes), code_version=spec.code_version, env_hash=env_hash, output_kind=spec.output_kind)
+        files = spec.file_digests(params)  # a missing, unreadable or empty file fails the step here, before Prefect
+        if files:
+            row.files_read = canonical_json({name: found.to_dict() for name, found in files.items()})
+            if decision.expect_cached:
+                check_files_unchanged(files, decision.original, f"step {step} {spec.name}")
+        key = cache_key(spec.name, spec.code_version, params, input_hashes, env_hash, {name: found.digest for name, found in files.items()})
+        row.cache_key = key
         unmet = spec.unmet_inputs(self.artifacts)
         if unmet:
             row.update(status="rejected", error_type="PreconditionFailed", error_message=unmet)
@@ -218,6 +237,8 @@ class RunSession:
                 row.status = "cached"
             else:
                 row.status = "executed"
+                if files and spec.file_digests(params) != files:
+                    raise DataFileError(f"{what}: {', '.join(f.path for f in files.values())} changed while the step read it; its result was not indexed, run again")
                 digest, size = self.guard.file_digest(key)
                 self.store.put_result_record(
                     ResultRecord(
@@ -295,11 +316,7 @@ class RunSession:
         return state.result(_sync=True), [state]  # type: ignore[call-overload]  # async_dispatch takes _sync; prefect's overloads omit it
 
     def _metrics(self) -> dict[str, Any]:
-        for row in reversed(self.history):
-            if row.get("output_kind") == "Metrics" and row.get("summary"):
-                metrics: dict[str, Any] = json.loads(row["summary"])  # a Metrics summary is a JSON object
-                return metrics
-        return {}
+        return run_metrics(self.history)
 
     def _why_no_cache(self, original: dict[str, Any] | None, row: StepRecord) -> str:
         recorded_by = self.store.run(original["run_id"]).get("rlam_version") if original else None

@@ -201,7 +201,8 @@ def _brief(inv: Invocation) -> dict[str, Any]:
         "executed": r.get("executed"),
         "cached": r.get("cached"),
         "llm_calls": r.get("llm_calls"),
-        "accuracy": (r.get("metrics") or {}).get("accuracy"),
+        "accuracy": (r.get("metrics") or {}).get("accuracy"),  # the seed's headline number, kept for older reports
+        "metrics": dict(r.get("metrics") or {}),  # every metric the run's evaluation reported (a user's own too)
     }
 
 

@@ -40,6 +40,9 @@ def metrics_table(run: dict[str, Any]) -> list[dict[str, Any]]:
     """The run's status and its last evaluation's metrics, one row each."""
     metrics = json.loads(run["metrics"]) if run.get("metrics") else {}
     rows: list[dict[str, Any]] = [{"metric": "status", "value": str(run["status"])}]
+    options = json.loads(run["planner_options"]) if run.get("planner_options") else {}
+    if options.get("goal") and run.get("planner") != "fixed":
+        rows.append({"metric": "goal", "value": str(options["goal"])})
     rows += [{"metric": str(k), "value": _plain(v)} for k, v in metrics.items()]
     return rows
 

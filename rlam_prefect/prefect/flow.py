@@ -38,6 +38,7 @@ async def rlam_flow(
     max_steps: int | None = None,
     target_accuracy: float | None = None,
     overrides: dict[str, dict[str, Any]] | None = None,
+    goal: str | None = None,
     replay_of: str | None = None,
     fork_of: str | None = None,
     fork_step: int | None = None,
@@ -55,13 +56,14 @@ async def rlam_flow(
     policy: an execution policy, as a path to a YAML/JSON file on the machine running the flow or as its
     rules (default: $RLAM_POLICY, else a replayed or forked run's recorded policy). approve: actions
     (or "all") pre-approved; any other action the policy gates pauses this flow run for a person's
-    decision (approval_timeout seconds, default 3600).
+    decision (approval_timeout seconds, default 3600). goal: what the planner works towards, METRIC>=NUMBER or
+    METRIC<=NUMBER over the evaluation's metrics (default accuracy>=0.97; target_accuracy is the older spelling).
     """
     with shared_sync_client():  # one API client for every task run's storage lookups (see prefect_client.py)
         home = HomeLayout.from_env()
         request = request_from_parameters(
             run_id=run_id, planner=planner, temperature=temperature, seed=seed, max_steps=max_steps,
-            target_accuracy=target_accuracy, overrides=overrides, replay_of=replay_of, fork_of=fork_of,
+            target_accuracy=target_accuracy, goal=goal, overrides=overrides, replay_of=replay_of, fork_of=fork_of,
             fork_step=fork_step, pin_decisions=pin_decisions, inject_failures=inject_failures, policy=policy,
             approve=approve, approval_timeout=approval_timeout,
         )

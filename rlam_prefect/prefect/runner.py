@@ -37,7 +37,7 @@ def flow_parameters(plan: RunPlan) -> dict[str, Any]:
             temperature=options.temperature,
             seed=options.seed,
             max_steps=options.max_steps,
-            target_accuracy=options.target_accuracy,
+            goal=options.goal,
         )
     return params
 

@@ -112,6 +112,8 @@ class StepRecord(Record):
     approval_via: str | None = column(pa.string(), "flag | tty | ui (older files read approval columns as null)")
     approval_edits: str | None = column(pa.string(), "JSON {param: value} the reviewer changed")
     approval_note: str | None = column(pa.string(), "the reviewer's note")
+    inputs_from: str | None = column(pa.string(), "JSON {argument: [step, ...]}: the steps whose results fed each argument, as Prefect tracked them (tracked flows; null: derived from input hashes)")
+    files_read: str | None = column(pa.string(), "JSON {param: {path, size, digest}}: the data files the step declared and read (digest: sha256 of the bytes, part of the key; older files read null)")
 
 
 @dataclass

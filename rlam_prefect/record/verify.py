@@ -43,10 +43,11 @@ def _check_step(store: TraceStore, guard: ResultGuard, step: dict[str, Any]) -> 
     except StoredResultError as exc:
         return {"result": "missing" if "missing" in str(exc) else "tampered", "detail": str(exc)}
     try:
-        value = _load(guard, key).value  # safe: the bytes are the recorded ones
+        loaded = _load(guard, key)  # safe: the bytes are the recorded ones
     except Exception as exc:
         return {"result": "unloadable", "detail": f"{what}: the stored result's bytes are intact but cannot be loaded here ({type(exc).__name__}: {one_line(exc)})"}
-    recomputed = content_hash(value)
+    artifact = type(loaded).__module__ == "rlam_prefect.actions.artifact" and type(loaded).__qualname__ == "Artifact"
+    recomputed = content_hash(loaded.value if artifact else loaded)  # an action's Artifact, or a tracked flow task's own value
     if recomputed != step["output_hash"]:
         return {"result": "mismatch", "detail": f"{what}: the stored value hashes to {recomputed[:19]}, recorded {step['output_hash'][:19]}"}
     return {"result": "ok", "detail": step["output_hash"]}
