@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import rlam_prefect as rlam
+
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "examples" / "notebook" / "rlam-tour.ipynb"
 
@@ -28,4 +30,4 @@ def test_the_notebook_runs_replays_forks_queries_and_draws_the_lineage(prefect_a
     assert "(4, 'train_model', 'executed')" in text and "(1, 'load_dataset', 'cached')" in text
     assert "[reused from" in text and "<- dataset@1" in text
     assert "('cached'," in text and "('executed', 7)" in text  # DuckDB over the trace: 5 + 2 executed, 5 + 3 cached
-    assert len(list((workspace.home.root / "traces" / "runs").iterdir())) == 3  # the run, its replay and its fork
+    assert len(rlam.open_home(workspace.home.root).runs()) == 3  # the run, its replay and its fork
