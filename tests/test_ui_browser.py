@@ -139,6 +139,10 @@ def _open(page: Page, url: str, shows: str | re.Pattern[str]) -> None:
     expect(page.locator("body")).not_to_contain_text(CONNECTION_ERROR)
 
 
+def _tab(page: Page, name: str) -> None:
+    page.locator(".p-tab", has_text=re.compile(rf"^{name}$")).click()
+
+
 # ---- 1. the UI connects wherever the server runs ------------------------------------------------
 
 
@@ -178,3 +182,138 @@ def test_show_and_ui_print_the_flow_run_page_and_follow_prefect_api_url(story: S
         assert json.loads(shown.stdout)["prefect_ui_url"] == f"{ui}/runs/flow-run/{run['prefect_flow_run_id']}"
         assert story.rlam("ui", run["run_id"], env=env).stdout.strip() == f"{ui}/runs/flow-run/{run['prefect_flow_run_id']}"
         assert json.loads(story.rlam("server", "status", "--json", env=env).stdout)["ui_url"] == ui
+
+
+# ---- 2. every step tells its story; 3. replay and fork are visible as such ----------------------
+
+
+def _step_line(step: dict[str, Any]) -> str:
+    """The start of the Logs tab line of a step: action, outcome, cache key and output hash prefixes."""
+    line = f"step {step['step']} {step['action']} {step['status']}"
+    if step.get("cache_key"):
+        line += f" | key {step['cache_key'][:12]}"
+    if step.get("output_hash"):
+        line += f" | output {step['output_hash'][7:19]}"
+    return line
+
+
+def _task_names(run: dict[str, Any]) -> list[str]:
+    return [f"{s['action']} #{s['step']}" for s in run["steps"] if s.get("prefect_task_run_id")]
+
+
+def _open_run(page: Page, story: Story, name: str) -> set[str]:
+    """Open a run's page from the link ``rlam show`` prints; the names of the task runs its graph was drawn from."""
+    run = story.runs[name]
+    graph = f"/flow_runs/{run['prefect_flow_run_id']}/graph-v2"
+    with page.expect_response(lambda response: response.url.endswith(graph)) as response:
+        _open(page, story.page_of(name), f"{run['mode']}-{run['run_id']}")
+    expect(page.locator("canvas").first).to_be_visible()  # the graph is drawn on a canvas, from that response
+    return {node["label"] for _, node in response.value.json()["nodes"]}
+
+
+def _expect_tags(page: Page, *tags: str) -> None:
+    header = page.locator(".page-heading, .flow-run-header, header").first
+    for tag in tags:
+        expect(header.locator(".p-tag", has_text=re.compile(rf"^{re.escape(tag)}$")).first).to_be_visible()
+
+
+def _expect_states(page: Page, states: dict[str, str]) -> None:
+    """The Task Runs tab lists each task run with its state."""
+    _tab(page, "Task Runs")
+    for name, state in states.items():
+        item = page.locator(".state-list-item", has=page.get_by_role("link", name=name, exact=True))
+        expect(item.locator(".state-badge")).to_have_text(state)
+
+
+def _shot(page: Page, name: str) -> None:
+    """docs/screenshots/NAME.png: the page as it is, tall enough for the graph and the first log lines."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.set_viewport_size({"width": 1400, "height": 1300})
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"))
+
+
+def test_a_run_page_shows_its_graph_its_steps_and_the_planner_decisions(story: Story, page: Page) -> None:
+    run = story.runs["run"]
+    assert set(_task_names(run)) <= _open_run(page, story, "run")
+    _expect_tags(page, "rlam", "run")
+    logs = page.locator("body")
+    expect(logs).to_contain_text(f"run {run['run_id']}: planner rlam/heuristic")
+    for step in run["steps"]:
+        expect(logs).to_contain_text(_step_line(step))
+        expect(logs).to_contain_text(re.compile(rf"step {step['step']} decision \(rlam/heuristic\): {step['action']} \{{.*\}} because \w"))
+    expect(logs).to_contain_text(re.compile(r"planner \(rlam/heuristic\) stopped: held-out accuracy"))
+    expect(logs).to_contain_text(f"run {run['run_id']} completed (executed {run['executed']}, cached {run['cached']}, failed 0, rejected 0)")
+    _shot(page, "run")
+    _expect_states(page, {name: "Completed" for name in _task_names(run)})
+
+    # each step's line is attached to its own task run: the task run's page shows it, and only it
+    second, third = run["steps"][1], run["steps"][2]
+    _open(page, f"{story.api_url.removesuffix('/api')}/runs/task-run/{second['prefect_task_run_id']}", f"{second['action']} #2")
+    expect(page.locator("body")).to_contain_text(_step_line(second))
+    expect(page.locator("body")).not_to_contain_text(_step_line(third))
+
+
+def test_a_replay_page_shows_cached_steps_identical_and_links_its_parent(story: Story, page: Page) -> None:
+    run, replay = story.runs["run"], story.runs["replay"]
+    assert set(_task_names(replay)) <= _open_run(page, story, "replay")
+    _expect_tags(page, "rlam", "replay", f"parent:{run['run_id']}")
+    body = page.locator("body")
+    expect(body).to_contain_text(f"replay of run {run['run_id']}: identical ({len(run['steps'])} steps: executed 0, cached {len(run['steps'])}")
+    for step in replay["steps"]:
+        original = run["steps"][step["step"] - 1]
+        expect(body).to_contain_text(f"{_step_line(step)} | computed by run {run['run_id']} step {original['step']}")
+    _shot(page, "replay")
+    _expect_states(page, {name: "Cached" for name in _task_names(replay)})
+    _follow_parent_link(page, story, run)
+
+
+def _follow_parent_link(page: Page, story: Story, parent: dict[str, Any]) -> None:
+    _tab(page, "Logs")
+    link = page.get_by_role("link", name=f"{story.api_url.removesuffix('/api')}/runs/flow-run/{parent['prefect_flow_run_id']}")
+    link.first.click()
+    expect(page).to_have_url(re.compile(rf"/runs/flow-run/{parent['prefect_flow_run_id']}$"))
+    expect(page.get_by_text(f"run-{parent['run_id']}").first).to_be_visible()
+
+
+def test_a_fork_page_says_which_steps_it_reused_and_links_its_parent(story: Story, page: Page) -> None:
+    run, fork = story.runs["run"], story.runs["fork"]
+    assert set(_task_names(fork)) <= _open_run(page, story, "fork")
+    _expect_tags(page, "rlam", "fork", f"parent:{run['run_id']}")
+    body = page.locator("body")
+    expect(body).to_contain_text(f"fork {fork['run_id']} of run {run['run_id']} at step 4 with train_model.C=0.05: steps 1-3 reused from run {run['run_id']}")
+    expect(body).to_contain_text(f"fork of run {run['run_id']} at step 4 completed: reused steps 1-3 of run {run['run_id']}")
+    for step in fork["steps"]:
+        expect(body).to_contain_text(_step_line(step))
+    _shot(page, "fork")
+    actions = [s for s in fork["steps"] if s.get("prefect_task_run_id")]
+    _expect_states(page, {f"{s['action']} #{s['step']}": "Cached" if s["step"] < 4 else "Completed" for s in actions})
+    _tab(page, "Artifacts")
+    expect(body).to_contain_text(f"lineage of run {fork['run_id']} (fork, completed): fork of {run['run_id']} at step 4")
+    _follow_parent_link(page, story, run)
+
+
+def test_failures_and_rejections_log_their_error_line(story: Story, page: Page) -> None:
+    failed, rejected = story.runs["failed"], story.runs["rejected"]
+    _open_run(page, story, "failed")
+    step = failed["steps"][3]
+    assert (step["action"], step["status"], step["error_type"]) == ("train_model", "failed", "InjectedFailure")
+    body = page.locator("body")
+    expect(body).to_contain_text(f"{_step_line(step)} | InjectedFailure: injected failure in train_model (step 4)")
+    expect(body).to_contain_text(f"run {failed['run_id']} failed (executed {failed['executed']}, cached {failed['cached']}, failed 1, rejected 0)")
+
+    _open_run(page, story, "rejected")
+    step = rejected["steps"][-1]
+    assert (step["action"], step["status"], step["error_type"]) == ("evaluate_model", "rejected", "PolicyViolation")
+    expect(body).to_contain_text(f"step 5 evaluate_model rejected | PolicyViolation: {step['error_message']}")
+
+
+def test_nothing_secret_reaches_the_logs(story: Story, page: Page) -> None:
+    secret = "injected failure in load_dataset"  # what the step's error line would say, made a secret's value
+    env = {**story.env, "UI_DEMO_TOKEN": secret}
+    story.runs["secret"] = failed = json.loads(story.rlam("run", "--planner", "fixed", "--inject-failure", "load_dataset", "--json", env=env).stdout)
+    assert failed["status"] == "failed"
+    _open_run(page, story, "secret")
+    expect(page.locator("body")).to_contain_text("step 1 load_dataset failed | key")
+    expect(page.locator("body")).to_contain_text("InjectedFailure: [redacted UI_DEMO_TOKEN] (step 1)")
+    lines = [log["message"] for log in story.logs(failed["prefect_flow_run_id"]) if log["name"] == "rlam"]
+    assert lines and not [line for line in lines if secret in line]

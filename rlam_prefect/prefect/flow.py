@@ -24,7 +24,7 @@ from rlam_prefect.execution.session import RunSession
 from rlam_prefect.core.home import HomeLayout
 from rlam_prefect.planning.plan import prepare_plan
 from rlam_prefect.planning.requests import request_from_parameters
-from rlam_prefect.prefect.artifacts import flow_run_name, name_flow_run, publish_run_artifacts
+from rlam_prefect.prefect.artifacts import flow_run_name, name_flow_run, publish_run_artifacts, run_tags
 from rlam_prefect.prefect.client import shared_sync_client
 from rlam_prefect.record.store import TraceStore
 
@@ -66,7 +66,7 @@ async def rlam_flow(
             approve=approve, approval_timeout=approval_timeout,
         )
         plan = prepare_plan(TraceStore(home), request)
-        name_flow_run(f"{plan.mode}-{plan.run_id}")  # a deployment run starts with a random name
+        name_flow_run(f"{plan.mode}-{plan.run_id}", run_tags(plan.mode, plan.parent_run_id))  # a deployment run starts with a random name
         session = RunSession(home, plan, flow_run.get_id())
         session.start()
         try:
