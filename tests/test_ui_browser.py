@@ -12,13 +12,18 @@ Playwright cannot download its own browsers here: it is launched on ``chromium``
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import queue
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +34,7 @@ from playwright.sync_api import Page, expect
 
 from rlam_prefect.core.home import HomeLayout
 from rlam_prefect.local import server
+from rlam_prefect.record.store import TraceStore
 
 ROOT = Path(__file__).resolve().parents[1]
 SCREENSHOTS = ROOT / "docs" / "screenshots"
@@ -143,6 +149,10 @@ def _tab(page: Page, name: str) -> None:
     page.locator(".p-tab", has_text=re.compile(rf"^{name}$")).click()
 
 
+def _log_lines(page: Page) -> Any:
+    return page.locator(".log-row, .logs-row, [class*='log-row']")
+
+
 # ---- 1. the UI connects wherever the server runs ------------------------------------------------
 
 
@@ -160,11 +170,12 @@ def test_the_ui_of_the_embedded_server_connects_to_its_own_api(story: Story, pag
     assert failed_requests == []
 
 
-def test_show_and_ui_print_the_flow_run_page_and_follow_prefect_api_url(story: Story, tmp_path: Path) -> None:
+def test_show_and_ui_print_the_flow_run_page_and_follow_prefect_api_url(story: Story, tmp_path: Path, page: Page) -> None:
     run = story.runs["run"]
     page_url = f"{story.api_url.removesuffix('/api')}/runs/flow-run/{run['prefect_flow_run_id']}"
     assert f"  prefect: {page_url}" in story.rlam("show", run["run_id"]).stdout.splitlines()
     assert story.rlam("ui", run["run_id"][:6]).stdout.strip() == page_url
+    _open(page, page_url, f"run-{run['run_id']}")  # the link opens that run's page
     browser = tmp_path / "browser.sh"  # --open hands the address to $BROWSER
     browser.write_text(f"#!/bin/sh\necho \"$1\" > {tmp_path / 'opened'}\n")
     browser.chmod(0o755)
@@ -317,3 +328,180 @@ def test_nothing_secret_reaches_the_logs(story: Story, page: Page) -> None:
     expect(page.locator("body")).to_contain_text("InjectedFailure: [redacted UI_DEMO_TOKEN] (step 1)")
     lines = [log["message"] for log in story.logs(failed["prefect_flow_run_id"]) if log["name"] == "rlam"]
     assert lines and not [line for line in lines if secret in line]
+
+
+# ---- 4. fork and replay from the UI's forms -------------------------------------------------------
+
+
+@dataclass
+class Deployment:
+    id: str
+    env: dict[str, str]
+
+
+@pytest.fixture(scope="module")
+def deployment(story: Story) -> Iterator[Deployment]:
+    """prefect.yaml's ``rlam`` deployment on the story's server, from the project copy, and a process worker."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_") and k != "RLAM_HOME"}
+    env.update(PREFECT_API_URL=story.api_url, PREFECT_HOME=str(story.home.prefect), PWD=str(story.project), PREFECT_WORKER_QUERY_SECONDS="2",
+               PREFECT_SERVER_ANALYTICS_ENABLED="false", DO_NOT_TRACK="1", LITELLM_LOCAL_MODEL_COST_MAP="True")
+
+    def prefect(*args: str) -> None:
+        done = subprocess.run([sys.executable, "-m", "prefect", *args], check=False, cwd=story.project, env=env, capture_output=True, text=True, timeout=180)
+        assert done.returncode == 0, done.stdout + done.stderr
+
+    prefect("work-pool", "create", POOL, "--type", "process", "--overwrite")
+    prefect("--no-prompt", "deploy", "--name", "rlam")  # the rlam deployment only: the audit one has a schedule
+    log = story.project / "worker.log"
+    with open(log, "wb") as out:
+        worker = subprocess.Popen([sys.executable, "-m", "prefect", "worker", "start", "--pool", POOL], cwd=story.project, env=env,
+                                  stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        yield Deployment(story.api("GET", "/deployments/name/rlam/rlam")["id"], env)
+    finally:
+        for sig, wait in ((signal.SIGTERM, 2.0), (signal.SIGINT, 15.0)):  # a background worker needs TERM, then INT
+            if worker.poll() is None:
+                worker.send_signal(sig)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    worker.wait(timeout=wait)
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+
+
+def _property(page: Page, name: str) -> Any:
+    label = page.locator(".schema-form-property__label", has_text=re.compile(rf"^{re.escape(name)} \(Optional\)$"))
+    return page.locator(".schema-form-property", has=label).first
+
+
+def _fill(page: Page, name: str, kind: str, value: str) -> None:
+    """An optional field starts as None: choose its type, then type the value (JSON for dict and list)."""
+    prop = _property(page, name)
+    prop.get_by_role("button", name=kind, exact=True).click()
+    prop.locator("textarea, input").first.fill(value)
+
+
+def _submit_custom_run(page: Page, story: Story, deployment: Deployment, fields: list[tuple[str, str, str]]) -> dict[str, Any]:
+    """Deployments -> rlam -> Run -> Custom run, fill ``fields``, Submit; the flow run that created, once it ended."""
+    body = {"flow_runs": {"deployment_id": {"any_": [deployment.id]}}, "limit": 200}
+    before = {r["id"] for r in story.api("POST", "/flow_runs/filter", body)}
+    _open(page, f"{story.api_url.removesuffix('/api')}/deployments/deployment/{deployment.id}", "rlam-pool")
+    page.get_by_role("button", name="Run", exact=True).click()
+    page.get_by_role("link", name="Custom run").click()
+    for entry in fields:
+        _fill(page, *entry)
+    answers = []
+    for _ in range(5):  # a busy SQLite server answers 503 "database is locked": the UI shows an error, a person submits again
+        with page.expect_response(lambda response: response.url.endswith("/create_flow_run"), timeout=120_000) as answer:
+            page.get_by_role("button", name="Submit").click()
+        answers.append(answer.value.status)
+        if answer.value.status not in (429, 503):
+            break
+    assert answers[-1] == 201, answers
+    expect(page).not_to_have_url(re.compile(r"/run(\?|$)"))  # the form was accepted and left
+    created = [r for r in story.api("POST", "/flow_runs/filter", body) if r["id"] not in before]
+    assert len(created) == 1, created
+    _open(page, f"{story.api_url.removesuffix('/api')}/runs/flow-run/{created[0]['id']}", "rlam")
+    expect(page.locator(".state-badge").first).to_have_text(re.compile("Completed|Failed|Crashed"), timeout=240_000)  # live, as a person watches it
+    return story.api("GET", f"/flow_runs/{created[0]['id']}")
+
+
+def test_the_custom_run_form_documents_every_parameter_and_forks_through_a_worker(story: Story, deployment: Deployment, page: Page) -> None:
+    schema = story.api("GET", f"/deployments/{deployment.id}")["parameter_openapi_schema"]["properties"]
+    assert set(schema) == set(FLOW_PARAMETERS)
+    _open(page, f"{story.api_url.removesuffix('/api')}/deployments/deployment/{deployment.id}/run", "Parameters")
+    for name in FLOW_PARAMETERS:
+        description = _property(page, name).locator(".schema-form-property__description")
+        expect(description).to_have_text(schema[name]["description"])
+        assert len(schema[name]["description"]) > 30, name
+
+    run = story.runs["run"]
+    flow_run = _submit_custom_run(page, story, deployment, [
+        ("fork_of", "str", run["run_id"][:6]), ("fork_step", "int", "4"), ("overrides", "dict", '{"train_model": {"C": 0.2}}'),
+    ])
+    assert flow_run["state"]["type"] == "COMPLETED", flow_run["state"]
+    recorded = [r for r in TraceStore(story.home).runs() if r["prefect_flow_run_id"] == flow_run["id"]]
+    assert len(recorded) == 1
+    fork = recorded[0]
+    assert (fork["mode"], fork["parent_run_id"], fork["fork_step"], json.loads(fork["overrides"])) == ("fork", run["run_id"], 4, {"train_model": {"C": 0.2}})
+    steps = TraceStore(story.home).steps(fork["run_id"])
+    assert [s["status"] for s in steps[:3]] == ["cached"] * 3 and [s["output_hash"] for s in steps[:3]] == [s["output_hash"] for s in run["steps"][:3]]
+    assert json.loads(steps[3]["params"])["C"] == 0.2 and steps[3]["status"] == "executed"
+    expect(page.get_by_text(f"fork-{fork['run_id']}").first).to_be_visible()  # renamed once the plan was checked
+    _expect_tags(page, "rlam", "fork", f"parent:{run['run_id']}")
+    expect(page.locator("body")).to_contain_text(f"fork of run {run['run_id']} at step 4 completed: reused steps 1-3 of run {run['run_id']}")
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ([("fork_of", "str", "nosuchrun"), ("fork_step", "int", "2")], re.escape("UnknownRunError: unknown run 'nosuchrun' (see `rlam runs`)")),
+        ([("fork_of", "str", "{run}"), ("fork_step", "int", "9")], r"UsageError: step 9 is out of range: run {run} has steps 1\.\.\d+"),
+        ([("fork_of", "str", "{run}"), ("fork_step", "int", "4"), ("overrides", "dict", '{"train_model": {"CC": 0.2}}')], re.escape("InvalidParamsError: train_model: CC: unknown parameter")),
+    ],
+    ids=["unknown-run-id", "step-out-of-range", "mistyped-override"],
+)
+def test_bad_input_from_the_form_fails_the_flow_run_before_any_work_in_one_line(
+    story: Story, deployment: Deployment, page: Page, fields: list[tuple[str, str, str]], message: str
+) -> None:
+    run_id = story.runs["run"]["run_id"]
+    recorded = {r["run_id"] for r in TraceStore(story.home).runs()}
+    flow_run = _submit_custom_run(page, story, deployment, [(n, k, v.replace("{run}", run_id)) for n, k, v in fields])
+    state = flow_run["state"]
+    pattern = re.compile(message.replace("{run}", run_id))
+    assert state["type"] == "FAILED" and "\n" not in state["message"] and pattern.fullmatch(state["message"]), state
+    expect(page.locator("body")).to_contain_text(f"refused before any work: {state['message']}")
+    assert story.api("POST", "/task_runs/filter", {"flow_runs": {"id": {"any_": [flow_run["id"]]}}}) == []  # no work
+    logs = story.logs(flow_run["id"])
+    assert [log["message"] for log in logs if log["name"] == "rlam"] == [f"refused before any work: {state['message']}"]
+    assert not [log["message"] for log in logs if "Traceback" in log["message"] or "\n" in log["message"]]
+    assert {r["run_id"] for r in TraceStore(story.home).runs()} == recorded  # nothing recorded
+
+
+def _drain(lines: queue.Queue[str]) -> str:
+    text = []
+    while not lines.empty():
+        text.append(lines.get_nowait())
+    return "".join(text)
+
+
+def test_an_approval_gate_is_resumed_from_the_ui(story: Story, page: Page) -> None:
+    policy = story.project / "approve-training.yaml"
+    policy.write_text("require_approval: [train_model]\n")
+    process = subprocess.Popen([sys.executable, "-m", "rlam_prefect.cli", "run", "--planner", "fixed", "--policy", str(policy), "--json"],
+                               cwd=story.project, env=story.env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        lines: queue.Queue[str] = queue.Queue()
+        output: list[str] = []
+        threading.Thread(target=lambda: [lines.put(line) for line in process.stderr], daemon=True).start()
+        reader = threading.Thread(target=lambda: output.append(process.stdout.read()), daemon=True)
+        reader.start()
+        seen, match = [], None
+        while match is None:  # `rlam` says on stderr where to resume, as a person would read it
+            seen.append(lines.get(timeout=240))
+            match = re.fullmatch(r"step 4 train_model waits for approval: resume (http://\S+/runs/flow-run/\S+) \(form: .*\)\n", seen[-1])
+        _open(page, match.group(1), "Paused")
+        expect(page.locator("body")).to_contain_text("step 4 train_model waits for approval: Resume this flow run")
+        page.get_by_role("button", name="Resume").click()
+        form = page.locator(".p-modal")
+        expect(form).to_contain_text("Step 4: train_model needs approval.")
+        params = _property(page, "Params").locator("textarea")
+        proposed = json.loads(params.input_value())
+        params.fill(json.dumps({**proposed, "C": 0.5}))
+        _property(page, "Reviewer").locator("textarea, input").first.fill("alice")
+        _property(page, "Note").locator("textarea, input").first.fill("less regularisation")
+        form.get_by_role("button", name="Submit").click()
+        expect(form).to_be_hidden()  # the UI accepted the answer and resumed the flow run
+        process.wait(timeout=240)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, "".join(seen) + _drain(lines)
+    page.reload()
+    expect(page.locator(".state-badge").first).to_have_text("Completed")
+    reader.join(timeout=30)
+    train = next(s for s in json.loads(output[0])["steps"] if s["action"] == "train_model")
+    assert (train["status"], train["params"]["C"], train["approved_by"], train["approval_via"]) == ("executed", 0.5, "alice", "ui")
+    assert (train["approval_edits"], train["approval_note"]) == ({"C": 0.5}, "less regularisation")
+    expect(page.locator("body")).to_contain_text("step 4 train_model executed | key")
+    expect(page.locator("body")).to_contain_text("approved by alice (ui)")
