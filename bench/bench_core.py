@@ -57,6 +57,7 @@ EXPECTED: dict[str, tuple[int, int]] = {
     "replay_warm_inprocess": (0, 5),
     "fork_warm_inprocess": (2, 3),
     "run_warm_heuristic_inprocess": (0, 5),
+    "fork_warm_same": (0, 5),  # bench_cli.py: the same fork again (its steps 4-5 are cached by the first one)
 }
 DESCRIPTIONS: dict[str, str] = {
     "script": "rlam run --pipeline script (plain Python, no Prefect)",
@@ -66,6 +67,7 @@ DESCRIPTIONS: dict[str, str] = {
     "run_warm_cached": "rlam run, default params (all 5 steps from cache)",
     "replay_warm": "rlam replay <first run>",
     "fork_warm": "rlam fork <first run> --step 4 --set train_model.C=<new>",
+    "fork_warm_same": "rlam fork <first run> --step 4 --set train_model.C=0.5 (the same fork every time)",
     "run_warm_heuristic": "rlam run with the default planner (rlam/heuristic through litellm; all steps cached)",
     "run_warm_cached_inprocess": "as run_warm_cached, RLAM_EXECUTOR=off (everything in the client process)",
     "run_warm_executes_inprocess": "as run_warm_executes, RLAM_EXECUTOR=off",
@@ -145,10 +147,10 @@ class Timed:
     stderr: str
 
 
-def timed_run(argv: Sequence[str], env: dict[str, str]) -> Timed:
+def timed_run(argv: Sequence[str], env: dict[str, str], cwd: Path = ROOT) -> Timed:
     """Wall time of one fresh process, start to exit."""
     start = time.perf_counter()
-    proc = subprocess.run(list(argv), env=env, cwd=ROOT, capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT_S)
+    proc = subprocess.run(list(argv), env=env, cwd=cwd, capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT_S)
     return Timed(time.perf_counter() - start, proc.returncode, proc.stdout, proc.stderr)
 
 
@@ -157,6 +159,10 @@ class Recorder:
     """Collects samples per scenario and flags every outcome that is not the expected one."""
 
     policy: EnvPolicy
+    # The rlam to measure and where to run it; by default this checkout and this interpreter's
+    # console script. bench_cli.py points them at another venv and checkout (--python, --cwd).
+    command: list[str] | None = None
+    cwd: Path = ROOT
     samples: dict[str, list[float]] = field(default_factory=dict)
     anomalies: list[dict[str, Any]] = field(default_factory=list)
     planners_seen: set[str] = field(default_factory=set)
@@ -168,7 +174,7 @@ class Recorder:
                 env.pop(name, None)
             else:
                 env[name] = value
-        result = timed_run([*rlam_command(), *args], env)
+        result = timed_run([*(self.command or rlam_command()), *args], env, self.cwd)
         self.samples.setdefault(scenario, []).append(result.seconds)
         return self._check(scenario, args, result)
 
@@ -262,8 +268,8 @@ def executor_commands(home: Path) -> int:
 def phases_child(home_dir: Path, run_id: str, out: Path) -> None:
     """One in-process replay split into phases: imports, server connect, flow call (tasks, trace I/O, engine)."""
     t0 = time.perf_counter()
-    from rlam_prefect.local.backend import configure
     from rlam_prefect.core.home import HomeLayout
+    from rlam_prefect.local.backend import configure
     from rlam_prefect.record.store import TraceStore
 
     marks = {"import_rlam": time.perf_counter() - t0}
@@ -351,8 +357,8 @@ OVERHEAD_WORKLOAD = {"load_dataset": {"name": "synthetic", "n_samples": 8000, "n
 
 def overhead_child(server_home: Path, state_root: Path, repeats: int, out: Path) -> None:
     """Plain Prefect flow vs the R-LAM flow, same tasks, same process, same server."""
-    from rlam_prefect.local.backend import configure
     from rlam_prefect.core.home import HomeLayout
+    from rlam_prefect.local.backend import configure
     from rlam_prefect.local.server import ensure_server
 
     assert "prefect" not in sys.modules, "Prefect imported before its API was configured"
@@ -410,11 +416,11 @@ def overhead_child(server_home: Path, state_root: Path, repeats: int, out: Path)
 
 def build_plain_flow() -> Any:
     """A Prefect flow of the same five actions, no cache, no persistence, no R-LAM layer."""
-    import tasks  # noqa: F401 - registers the actions
-    from rlam_prefect.actions.project import fixed_order
     from prefect import flow, task
     from prefect.cache_policies import NO_CACHE
 
+    import tasks  # noqa: F401 - registers the actions
+    from rlam_prefect.actions.project import fixed_order
     from rlam_prefect.actions.registry import get_action
 
     def make_task(name: str) -> Any:
@@ -830,7 +836,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so that `finally` still stops the servers
     tmp_root = Path(tempfile.mkdtemp(prefix="rlam-bench-"))
     results: dict[str, Any] = {
-        "date_utc": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "date_utc": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "argv": list(sys.argv[1:] if argv is None else argv),
         "repeats": repeats,
         "planner": policy.planner,

@@ -45,7 +45,7 @@ def main() -> None:
     parser.add_argument("--workers", default="1,2")
     args = parser.parse_args()
     worker_counts = [int(w) for w in args.workers.split(",")]
-    results: dict[str, Any] = {"points": args.points, "cpus": os.cpu_count(), "python": platform.python_version(), "when": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+    results: dict[str, Any] = {"points": args.points, "cpus": os.cpu_count(), "python": platform.python_version(), "when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
     with tempfile.TemporaryDirectory(prefix="rlam-bench-sweep-") as tmp:
         home = Path(tmp) / "home"
         try:

@@ -35,8 +35,8 @@ import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
 from rlam_prefect.core.home import HomeLayout  # noqa: E402
-from rlam_prefect.record.store import TraceStore  # noqa: E402
 from rlam_prefect.record.schema import TABLES  # noqa: E402
+from rlam_prefect.record.store import TraceStore  # noqa: E402
 
 ACTIONS = ("load_dataset", "analyze_data", "preprocess_data", "train_model", "evaluate_model")
 KINDS = ("Dataset", "Analysis", "Split", "TrainedModel", "Metrics")
@@ -47,7 +47,7 @@ def _h(seed: str) -> str:
 
 
 def _run_rows(run_id: str, parent: str | None, i: int, steps: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    at = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc) + dt.timedelta(seconds=i)
+    at = dt.datetime(2026, 1, 1, tzinfo=dt.UTC) + dt.timedelta(seconds=i)
     common = {"run_id": run_id, "prefect_flow_run_id": str(uuid.uuid4()), "pipeline": "rlam", "mode": "fork" if parent else "run",
               "parent_run_id": parent, "fork_step": 4 if parent else None, "overrides": json.dumps({"train_model": {"C": 0.5}}) if parent else None,
               "planner": "fixed", "planner_options": json.dumps({"temperature": 0.0, "seed": 0, "max_steps": 12}), "injected_failures": "[]",

@@ -50,8 +50,8 @@ def fork_overrides(k: int, median_variance: float) -> dict[str, dict[str, Any]]:
 
 
 def child(server_home: Path, state_root: Path, repeats: int, quick: bool, out: Path) -> None:
-    from rlam_prefect.local.backend import configure
     from rlam_prefect.core.home import HomeLayout
+    from rlam_prefect.local.backend import configure
     from rlam_prefect.local.server import ensure_server
 
     home = HomeLayout(server_home)
@@ -62,9 +62,9 @@ def child(server_home: Path, state_root: Path, repeats: int, quick: bool, out: P
 
     import numpy as np
 
-    from rlam_prefect.prefect.flow import rlam_flow
-    from rlam_prefect.actions.registry import get_action
     from rlam_prefect.actions.project import load_action_modules
+    from rlam_prefect.actions.registry import get_action
+    from rlam_prefect.prefect.flow import rlam_flow
     from rlam_prefect.record.store import TraceStore
 
     load_action_modules()

@@ -12,8 +12,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rlam_prefect.local.backend import configure  # noqa: E402
-from rlam_prefect.core.home import HomeLayout  # noqa: E402
+from rlam_prefect.core.home import HomeLayout
+from rlam_prefect.local.backend import configure
 
 
 def main() -> None:

@@ -39,10 +39,17 @@ _PUBLIC_API: dict[str, str] = {
     "Precondition": "rlam_prefect.actions.conditions",
     "Effect": "rlam_prefect.actions.conditions",
     "ActionRegistry": "rlam_prefect.actions.registry",
+    "DataFile": "rlam_prefect.actions.files",
     "content_hash": "rlam_prefect.core.hashing",
+    "register_hasher": "rlam_prefect.core.hashing",
+    "hasher": "rlam_prefect.core.hashing",
     # the Prefect flows a project deploys (prefect.yaml entrypoints re-export these)
     "rlam_flow": "rlam_prefect.prefect.flow",
     "audit_flow": "rlam_prefect.prefect.audit_flow",
+    # R-LAM on your own Prefect flow: @rlam.track on the flow, @rlam.step on its tasks
+    "track": "rlam_prefect.prefect.track_flow",
+    "step": "rlam_prefect.prefect.tracked",
+    "CONTENT": "rlam_prefect.prefect.tracked",
     # errors
     "RLamError": "rlam_prefect.core.errors",
     "UsageError": "rlam_prefect.core.errors",
@@ -53,10 +60,57 @@ _PUBLIC_API: dict[str, str] = {
     "StoredResultError": "rlam_prefect.core.errors",
     "ReplayMismatchError": "rlam_prefect.core.errors",
     "ActionContractError": "rlam_prefect.core.errors",
+    "DataFileError": "rlam_prefect.core.errors",
     "UnhashableValueError": "rlam_prefect.core.hashing",
 }
 
-__all__ = ["__version__", *_PUBLIC_API]
+# spelled out, not derived from _PUBLIC_API: type checkers read only a literal __all__ (test_architecture checks the two agree)
+__all__ = [
+    "__version__",
+    "run",
+    "replay",
+    "fork",
+    "sweep",
+    "verify",
+    "diff",
+    "explain",
+    "export",
+    "Home",
+    "open_home",
+    "RunResult",
+    "StepResult",
+    "RunSummary",
+    "VerifyResult",
+    "DiffResult",
+    "Explanation",
+    "SweepResult",
+    "action",
+    "ActionSpec",
+    "NoParams",
+    "Precondition",
+    "Effect",
+    "ActionRegistry",
+    "DataFile",
+    "content_hash",
+    "register_hasher",
+    "hasher",
+    "rlam_flow",
+    "audit_flow",
+    "track",
+    "step",
+    "CONTENT",
+    "RLamError",
+    "UsageError",
+    "UnknownRunError",
+    "UnknownActionError",
+    "InvalidParamsError",
+    "TraceCorruptError",
+    "StoredResultError",
+    "ReplayMismatchError",
+    "ActionContractError",
+    "DataFileError",
+    "UnhashableValueError",
+]
 
 
 def __getattr__(name: str) -> Any:
@@ -74,15 +128,26 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # for type checkers and IDEs; never executed
     from rlam_prefect.actions.conditions import Effect, Precondition
+    from rlam_prefect.actions.files import DataFile
     from rlam_prefect.actions.registry import ActionRegistry
     from rlam_prefect.actions.spec import ActionSpec, NoParams, action
     from rlam_prefect.api.home import Home, open_home
     from rlam_prefect.api.results import DiffResult, Explanation, RunResult, RunSummary, StepResult, SweepResult, VerifyResult
     from rlam_prefect.api.verbs import diff, explain, export, fork, replay, run, sweep, verify
     from rlam_prefect.core.errors import (
-        ActionContractError, InvalidParamsError, ReplayMismatchError, RLamError, StoredResultError, TraceCorruptError,
-        UnknownActionError, UnknownRunError, UsageError,
+        ActionContractError,
+        DataFileError,
+        InvalidParamsError,
+        ReplayMismatchError,
+        RLamError,
+        StoredResultError,
+        TraceCorruptError,
+        UnknownActionError,
+        UnknownRunError,
+        UsageError,
     )
-    from rlam_prefect.core.hashing import UnhashableValueError, content_hash
+    from rlam_prefect.core.hashing import UnhashableValueError, content_hash, hasher, register_hasher
     from rlam_prefect.prefect.audit_flow import audit_flow
     from rlam_prefect.prefect.flow import rlam_flow
+    from rlam_prefect.prefect.track_flow import track
+    from rlam_prefect.prefect.tracked import CONTENT, step

@@ -90,3 +90,10 @@ def workspace(prefect_api_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPa
     home = HomeLayout(tmp_path / "rlam-home")
     monkeypatch.setenv("RLAM_HOME", str(home.root))
     return Workspace(home)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``fast``: every test that needs no Prefect server (the loop to run while developing: ``pytest -m fast``)."""
+    for item in items:
+        if "prefect_api_url" not in getattr(item, "fixturenames", ()) and item.get_closest_marker("server") is None:
+            item.add_marker(pytest.mark.fast)

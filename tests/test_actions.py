@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from pydantic import BaseModel, ConfigDict, Field
 
-from rlam_prefect.actions.project import fixed_order
 import tasks  # noqa: F401 - registers the default actions
-from rlam_prefect.actions.spec import action
+from rlam_prefect.actions.project import fixed_order
 from rlam_prefect.actions.registry import get_action, registered_actions
+from rlam_prefect.actions.spec import action
 from rlam_prefect.core.errors import ActionContractError, InvalidParamsError, UnknownActionError
 from rlam_prefect.core.hashing import content_hash
 from tasks.artifacts import Dataset, Metrics

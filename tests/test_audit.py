@@ -11,10 +11,10 @@ from typing import Any
 import httpx
 import pytest
 
-from rlam_prefect.record.audit import select_runs
 from rlam_prefect.core.errors import UsageError
 from rlam_prefect.planning.plan import prepare_plan
 from rlam_prefect.planning.requests import ForkRequest, PlannerSettings, ReplayRequest, RunRequest, request_from_parameters
+from rlam_prefect.record.audit import select_runs
 from rlam_prefect.record.store import TraceStore
 
 

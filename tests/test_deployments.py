@@ -26,9 +26,11 @@ from typing import Any
 import httpx
 import pytest
 
-from rlam_prefect.local import server
 from rlam_prefect.core.home import HomeLayout
+from rlam_prefect.local import server
 from rlam_prefect.record.store import TraceStore
+
+pytestmark = pytest.mark.server  # starts Prefect servers of its own
 
 ROOT = Path(__file__).resolve().parents[1]
 POOL = "rlam-pool"
@@ -108,8 +110,10 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
             os.environ[SCHEDULER_LOOP] = previous
     project = base / "project"  # a copy, so flow runs (and their RLAM_HOME) live in the temp dir
     project.mkdir()
-    shutil.copy(ROOT / "prefect.yaml", project)
-    shutil.copytree(ROOT / "flows", project / "flows", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("prefect.yaml", "pyproject.toml"):  # pyproject's [tool.rlam] names the project's actions
+        shutil.copy(ROOT / name, project)
+    for name in ("flows", "tasks"):
+        shutil.copytree(ROOT / name, project / name, ignore=shutil.ignore_patterns("__pycache__"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_") and k != "RLAM_HOME"}
     env.update(
         PREFECT_API_URL=url,

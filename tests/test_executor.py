@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from rlam_prefect.local import executor_client as executor
 from rlam_prefect.core.home import HomeLayout
+from rlam_prefect.local import executor_client as executor
 from rlam_prefect.record.store import TraceStore
 from tests.conftest import ROOT, Workspace
 

@@ -7,9 +7,10 @@ from collections import Counter
 
 import tasks  # noqa: F401
 from rlam_prefect.actions.registry import registered_actions
-from rlam_prefect.planning.replies import parse_reply
+from rlam_prefect.planning.goal import Goal
 from rlam_prefect.planning.llm import HEURISTIC_MODEL, complete
 from rlam_prefect.planning.prompt import PlannerState, build_messages
+from rlam_prefect.planning.replies import parse_reply
 
 
 def _row(step, action, status="executed", output_kind=None, summary=None, params=None, error=None):
@@ -37,9 +38,18 @@ def test_it_follows_the_workflow_and_stops_at_the_target():
     history = [*PREPARED, _row(3, "preprocess_data", output_kind="Split"), _row(4, "train_model", output_kind="TrainedModel")]
     assert _ask(history).action == "evaluate_model"
     history.append(_row(5, "evaluate_model", output_kind="Metrics", summary={"accuracy": 0.99}))
-    assert _ask(history, target_accuracy=0.97).action == "stop"
-    retry = _ask(history, target_accuracy=0.995)
+    assert _ask(history, goal=Goal.parse("accuracy>=0.97")).action == "stop"
+    retry = _ask(history, goal=Goal.parse("accuracy>=0.995"))
     assert retry.action == "train_model" and (retry.params["model"], retry.params["C"]) != ("logistic_regression", 1.0)
+
+
+def test_the_goal_is_any_metric_in_either_direction():
+    history = [*PREPARED, _row(3, "preprocess_data", output_kind="Split"), _row(4, "train_model", output_kind="TrainedModel"),
+               _row(5, "evaluate_model", output_kind="Metrics", summary={"accuracy": 0.99, "f1": 0.8, "log_loss": 0.3})]
+    assert _ask(history, goal=Goal.parse("f1>=0.9")).action == "train_model"
+    assert _ask(history, goal=Goal.parse("f1>=0.75")).action == "stop"
+    assert _ask(history, goal=Goal.parse("log_loss<=0.2")).action == "train_model"
+    assert _ask(history, goal=Goal.parse("log_loss<=0.5")).action == "stop"
 
 
 def test_it_recovers_from_a_failure_and_says_which_step_it_answers():

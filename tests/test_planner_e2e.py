@@ -8,9 +8,7 @@ import uuid
 from pathlib import Path
 
 import pyarrow.dataset as ds
-import pytest
 
-from rlam_prefect.core.home import HomeLayout
 from rlam_prefect.record.store import TraceStore
 
 FAKE_KEY = "sk-test-FAKEKEY0123456789abcdefXYZ"

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from rlam_prefect.actions.registry import get_action
 from rlam_prefect.actions.project import load_action_modules
+from rlam_prefect.actions.registry import get_action
 from rlam_prefect.core.errors import UsageError
 from rlam_prefect.planning.policy import Policy, load_policy
 from rlam_prefect.record.store import TraceStore
@@ -149,9 +149,9 @@ def test_policy_violations_and_unmet_preconditions_are_recorded_rejections(works
 
 
 def test_the_heuristic_planner_keeps_inside_the_policy_it_is_shown():
+    from rlam_prefect.actions.registry import registered_actions
     from rlam_prefect.planning.heuristic import propose, within_policy
     from rlam_prefect.planning.prompt import PlannerState
-    from rlam_prefect.actions.registry import registered_actions
 
     policy = Policy.from_mapping({"params": {"train_model": {"C": {"max": 0.2}, "model": {"choices": ["logistic_regression", "svm"]}}}, "max_retrains": 0})
     made = [("load_dataset", "Dataset"), ("analyze_data", "Analysis"), ("preprocess_data", "Split")]

@@ -15,9 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from rlam_prefect.local import server
 from rlam_prefect.core.home import HomeLayout
+from rlam_prefect.local import server
 from rlam_prefect.record.store import TraceStore
+
+pytestmark = pytest.mark.server  # starts Prefect servers of its own
 
 ROOT = Path(__file__).resolve().parents[1]
 

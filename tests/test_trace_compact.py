@@ -15,7 +15,7 @@ from rlam_prefect.record.store import SEGMENTS, TraceStore
 
 
 def _event(run_id: str, event: str, status: str, minute: int) -> dict[str, Any]:
-    at = dt.datetime(2026, 1, 1, 0, minute, tzinfo=dt.timezone.utc)
+    at = dt.datetime(2026, 1, 1, 0, minute, tzinfo=dt.UTC)
     return {"run_id": run_id, "event": event, "pipeline": "rlam", "mode": "run", "status": status, "started_at": at,
             "ended_at": at if event == "end" else None, "planner": "fixed", "hostname": "elsewhere", "pid": 1}
 

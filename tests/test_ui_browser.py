@@ -43,8 +43,22 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 CONNECTION_ERROR = re.compile(r"Can't connect to Server API|Unable to connect|Oops\. Something went wrong")
 POOL = "rlam-pool"
 FLOW_PARAMETERS = (
-    "run_id", "planner", "temperature", "seed", "max_steps", "target_accuracy", "overrides", "replay_of", "fork_of",
-    "fork_step", "pin_decisions", "inject_failures", "policy", "approve", "approval_timeout",
+    "run_id",
+    "planner",
+    "temperature",
+    "seed",
+    "max_steps",
+    "target_accuracy",
+    "overrides",
+    "goal",
+    "replay_of",
+    "fork_of",
+    "fork_step",
+    "pin_decisions",
+    "inject_failures",
+    "policy",
+    "approve",
+    "approval_timeout",
 )
 TERMINAL = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
 
@@ -79,8 +93,9 @@ class Story:
         return {**env, "RLAM_HOME": str(self.home.root), "RLAM_EXECUTOR": "off", "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
 
     def rlam(self, *args: str, env: dict[str, str] | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run([sys.executable, "-m", "rlam_prefect.cli", *args], check=False, cwd=self.project, env=env or self.env,
-                              capture_output=True, text=True, timeout=300)
+        proc = subprocess.run(
+            [sys.executable, "-m", "rlam_prefect.cli", *args], check=False, cwd=self.project, env=env or self.env, capture_output=True, text=True, timeout=300
+        )
         assert not check or proc.returncode in (0, 1), proc.stderr
         return proc
 
@@ -177,15 +192,17 @@ def test_show_and_ui_print_the_flow_run_page_and_follow_prefect_api_url(story: S
     assert story.rlam("ui", run["run_id"][:6]).stdout.strip() == page_url
     _open(page, page_url, f"run-{run['run_id']}")  # the link opens that run's page
     browser = tmp_path / "browser.sh"  # --open hands the address to $BROWSER
-    browser.write_text(f"#!/bin/sh\necho \"$1\" > {tmp_path / 'opened'}\n")
+    browser.write_text(f'#!/bin/sh\necho "$1" > {tmp_path / "opened"}\n')
     browser.chmod(0o755)
     assert story.rlam("ui", run["run_id"], "--open", env={**story.env, "BROWSER": str(browser)}).returncode == 0
     assert (tmp_path / "opened").read_text().strip() == page_url
 
     from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL, temporary_settings
 
-    for api, ui in (("https://prefect.example.org/api", "https://prefect.example.org"),
-                    ("https://api.prefect.cloud/api/accounts/a1/workspaces/w2", "https://app.prefect.cloud/account/a1/workspace/w2")):
+    for api, ui in (
+        ("https://prefect.example.org/api", "https://prefect.example.org"),
+        ("https://api.prefect.cloud/api/accounts/a1/workspaces/w2", "https://app.prefect.cloud/account/a1/workspace/w2"),
+    ):
         with temporary_settings({PREFECT_API_URL: api}):
             assert PREFECT_UI_URL.value() == ui  # the rule rlam mirrors without importing Prefect
         env = {**story.env, "PREFECT_API_URL": api}
@@ -343,8 +360,15 @@ class Deployment:
 def deployment(story: Story) -> Iterator[Deployment]:
     """prefect.yaml's ``rlam`` deployment on the story's server, from the project copy, and a process worker."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_") and k != "RLAM_HOME"}
-    env.update(PREFECT_API_URL=story.api_url, PREFECT_HOME=str(story.home.prefect), PWD=str(story.project), PREFECT_WORKER_QUERY_SECONDS="2",
-               PREFECT_SERVER_ANALYTICS_ENABLED="false", DO_NOT_TRACK="1", LITELLM_LOCAL_MODEL_COST_MAP="True")
+    env.update(
+        PREFECT_API_URL=story.api_url,
+        PREFECT_HOME=str(story.home.prefect),
+        PWD=str(story.project),
+        PREFECT_WORKER_QUERY_SECONDS="2",
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        DO_NOT_TRACK="1",
+        LITELLM_LOCAL_MODEL_COST_MAP="True",
+    )
 
     def prefect(*args: str) -> None:
         done = subprocess.run([sys.executable, "-m", "prefect", *args], check=False, cwd=story.project, env=env, capture_output=True, text=True, timeout=180)
@@ -354,8 +378,14 @@ def deployment(story: Story) -> Iterator[Deployment]:
     prefect("--no-prompt", "deploy", "--name", "rlam")  # the rlam deployment only: the audit one has a schedule
     log = story.project / "worker.log"
     with open(log, "wb") as out:
-        worker = subprocess.Popen([sys.executable, "-m", "prefect", "worker", "start", "--pool", POOL], cwd=story.project, env=env,
-                                  stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "prefect", "worker", "start", "--pool", POOL],
+            cwd=story.project,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         yield Deployment(story.api("GET", "/deployments/name/rlam/rlam")["id"], env)
     finally:
@@ -416,9 +446,16 @@ def test_the_custom_run_form_documents_every_parameter_and_forks_through_a_worke
         assert len(schema[name]["description"]) > 30, name
 
     run = story.runs["run"]
-    flow_run = _submit_custom_run(page, story, deployment, [
-        ("fork_of", "str", run["run_id"][:6]), ("fork_step", "int", "4"), ("overrides", "dict", '{"train_model": {"C": 0.2}}'),
-    ])
+    flow_run = _submit_custom_run(
+        page,
+        story,
+        deployment,
+        [
+            ("fork_of", "str", run["run_id"][:6]),
+            ("fork_step", "int", "4"),
+            ("overrides", "dict", '{"train_model": {"C": 0.2}}'),
+        ],
+    )
     assert flow_run["state"]["type"] == "COMPLETED", flow_run["state"]
     recorded = [r for r in TraceStore(story.home).runs() if r["prefect_flow_run_id"] == flow_run["id"]]
     assert len(recorded) == 1
@@ -437,7 +474,10 @@ def test_the_custom_run_form_documents_every_parameter_and_forks_through_a_worke
     [
         ([("fork_of", "str", "nosuchrun"), ("fork_step", "int", "2")], re.escape("UnknownRunError: unknown run 'nosuchrun' (see `rlam runs`)")),
         ([("fork_of", "str", "{run}"), ("fork_step", "int", "9")], r"UsageError: step 9 is out of range: run {run} has steps 1\.\.\d+"),
-        ([("fork_of", "str", "{run}"), ("fork_step", "int", "4"), ("overrides", "dict", '{"train_model": {"CC": 0.2}}')], re.escape("InvalidParamsError: train_model: CC: unknown parameter")),
+        (
+            [("fork_of", "str", "{run}"), ("fork_step", "int", "4"), ("overrides", "dict", '{"train_model": {"CC": 0.2}}')],
+            re.escape("InvalidParamsError: train_model: CC: unknown parameter"),
+        ),
     ],
     ids=["unknown-run-id", "step-out-of-range", "mistyped-override"],
 )
@@ -482,8 +522,15 @@ def _resume_with_edits(page: Page) -> None:
 def test_an_approval_gate_is_resumed_from_the_ui(story: Story, page: Page) -> None:
     policy = story.project / "approve-training.yaml"
     policy.write_text("require_approval: [train_model]\n")
-    process = subprocess.Popen([sys.executable, "-m", "rlam_prefect.cli", "run", "--planner", "fixed", "--policy", str(policy), "--json"],
-                               cwd=story.project, env=story.env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "rlam_prefect.cli", "run", "--planner", "fixed", "--policy", str(policy), "--json"],
+        cwd=story.project,
+        env=story.env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         lines: queue.Queue[str] = queue.Queue()
         output: list[str] = []

@@ -25,7 +25,8 @@ class Precondition:
         missing = [kind for kind in self.needs if kind not in available]
         if missing:
             return f"no earlier step produced {', '.join(missing)}"
-        if self.check is not None and not _holds(lambda: self.check(**inputs)):
+        check = self.check  # a local: the lambda sees it narrowed
+        if check is not None and not _holds(lambda: check(**inputs)):
             return "its check is false for the current inputs"
         return None
 
@@ -39,7 +40,8 @@ class Effect:
     def violated(self, kind: str | None, value: Any) -> str | None:
         if self.kind is not None and kind != self.kind:
             return f"the output is {kind or 'missing'}, declared {self.kind}"
-        if self.check is not None and not _holds(lambda: self.check(value)):
+        check = self.check  # a local: the lambda sees it narrowed
+        if check is not None and not _holds(lambda: check(value)):
             return "its check is false for the output"
         return None
 
@@ -47,7 +49,7 @@ class Effect:
 def _holds(evaluate: Callable[[], Any]) -> bool:
     try:
         return bool(evaluate())
-    except Exception:  # noqa: BLE001 - a check that cannot be evaluated does not hold
+    except Exception:
         return False
 
 

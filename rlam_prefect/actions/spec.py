@@ -17,13 +17,14 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from rlam_prefect.core.code_version import code_version
 from rlam_prefect.actions.conditions import Effect, Precondition, default_preconditions
 from rlam_prefect.actions.registry import default_registry
+from rlam_prefect.core.code_version import code_version
 from rlam_prefect.core.errors import InvalidParamsError
 
 if TYPE_CHECKING:
     from rlam_prefect.actions.registry import ActionRegistry
+    from rlam_prefect.core.files import FileDigest
 
 class NoParams(BaseModel):
     """Parameters of an action that takes none."""
@@ -59,6 +60,20 @@ class ActionSpec:
     @property
     def input_kinds(self) -> dict[str, str]:
         return {arg: typ.__name__ for arg, typ in self.inputs.items()}
+
+    @property
+    def file_params(self) -> tuple[str, ...]:
+        """Parameters declared as data files (``DataFile``): their bytes enter the step's key."""
+        from rlam_prefect.actions.files import file_params
+
+        return file_params(self.params_model)
+
+    def file_digests(self, params: Mapping[str, Any]) -> dict[str, FileDigest]:
+        """{param: digest} of the data files validated ``params`` name (hashed once per process while unchanged)."""
+        from rlam_prefect.actions.files import declared_files
+        from rlam_prefect.core.files import file_digest
+
+        return {name: file_digest(path) for name, path in declared_files(self.params_model, params).items()}
 
     @property
     def code_version(self) -> str:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class _Report:
     data: Mapping[str, Any] = field(repr=False, compare=False)
 
@@ -35,20 +35,21 @@ class StepResult:
 
     @classmethod
     def from_entry(cls, entry: Mapping[str, Any]) -> StepResult:
-        return cls(**{name: entry.get(name) for name in cls.__dataclass_fields__} | {"params": dict(entry.get("params") or {})})
+        values: dict[str, Any] = {name: entry.get(name) for name in cls.__dataclass_fields__}
+        return cls(**values | {"params": dict(entry.get("params") or {})})
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class RunResult(_Report):
-    run_id: str = ""
-    mode: str = "run"  # run | replay | fork
-    status: str = ""  # completed | failed | running
-    steps: tuple[StepResult, ...] = ()
-    executed: int = 0
-    cached: int = 0
-    failed: int = 0
-    rejected: int = 0
-    llm_calls: int = 0
+    run_id: str
+    mode: str  # run | replay | fork
+    status: str  # completed | failed | running
+    steps: tuple[StepResult, ...]
+    executed: int
+    cached: int
+    failed: int
+    rejected: int
+    llm_calls: int
     metrics: Mapping[str, Any] = field(default_factory=dict)
     parent_run_id: str | None = None  # the replayed or forked run
     fork_step: int | None = None
@@ -99,29 +100,31 @@ class RunSummary:
     cached: int | None
     metrics: Mapping[str, Any]
     started_at: str | None
+    goal: str | None = None  # what the run's planner worked towards, e.g. accuracy>=0.97 or rmse<=0.5
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> RunSummary:
-        return cls(**{name: row.get(name) for name in cls.__dataclass_fields__})
+        values: dict[str, Any] = {name: row.get(name) for name in cls.__dataclass_fields__}
+        return cls(**values)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class VerifyResult(_Report):
-    run_id: str = ""
-    intact: bool = False
-    checked: int = 0
-    problems: int = 0
+    run_id: str
+    intact: bool
+    checked: int
+    problems: int
 
     @classmethod
     def from_report(cls, report: Mapping[str, Any]) -> VerifyResult:
         return cls(data=report, run_id=report["run_id"], intact=report["intact"], checked=report["checked"], problems=report["problems"])
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class DiffResult(_Report):
-    run_a: str = ""
-    run_b: str = ""
-    identical: bool = False
+    run_a: str
+    run_b: str
+    identical: bool
     first_divergence: Mapping[str, Any] | None = None
     metrics: Mapping[str, Any] = field(default_factory=dict)
 
@@ -131,26 +134,26 @@ class DiffResult(_Report):
                    first_divergence=report["first_divergence"], metrics=report["metrics"])
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Explanation(_Report):
-    run_id: str = ""
-    step: int = 0
-    action: str = ""
-    status: str = ""
-    verdict: str = ""  # hit | miss | failed | rejected
-    explanation: str = ""
+    run_id: str
+    step: int
+    action: str
+    status: str
+    verdict: str  # hit | miss | failed | rejected
+    explanation: str
 
     @classmethod
     def from_report(cls, report: Mapping[str, Any]) -> Explanation:
         return cls(data=report, **{k: report[k] for k in ("run_id", "step", "action", "status", "verdict", "explanation")})
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SweepResult(_Report):
-    sweep_id: str = ""
-    parent_run_id: str = ""
-    fork_step: int = 0
-    status: str = ""
+    sweep_id: str
+    parent_run_id: str
+    fork_step: int
+    status: str
     forks: tuple[Mapping[str, Any], ...] = ()
 
     @property

@@ -7,8 +7,8 @@ from typing import Any
 
 from rlam_prefect.core.errors import RLamError, UnknownRunError, UsageError
 from rlam_prefect.core.home import HomeLayout
-from rlam_prefect.planning.plan import RunPlan
-from rlam_prefect.planning.sweep import SweepPlan, parse_value, point_text
+from rlam_prefect.planning.plan import RunPlan, parse_value
+from rlam_prefect.planning.sweep import SweepPlan, point_text
 from rlam_prefect.record.store import TraceStore
 
 
@@ -22,14 +22,14 @@ def run_sweep(sweep: SweepPlan, home: HomeLayout, *, workers: int | None = None,
     from rlam_prefect.local.backend import configure
 
     configure(home)  # before Prefect is imported; local workers inherit PREFECT_API_URL from this process
-    from rlam_prefect.prefect.sweep_flow import sweep_flow, task_runner
     from rlam_prefect.prefect.runner import flow_parameters
+    from rlam_prefect.prefect.sweep_flow import sweep_flow, task_runner
 
     forks = [
         {"label": point_text(point), "run_id": plan.run_id, "params": flow_parameters(plan)}
         for point, plan in zip(sweep.points, sweep.plans)
     ]
-    flow = sweep_flow.with_options(flow_run_name=f"sweep-{sweep.sweep_id}", task_runner=task_runner(address, n_workers))
+    flow = sweep_flow.with_options(flow_run_name=f"sweep-{sweep.sweep_id}", task_runner=task_runner(address, n_workers))  # type: ignore[arg-type]  # prefect-dask subclasses the bare TaskRunner (default future type), which the invariant TaskRunner[PrefectFuture[Any]] rejects
     state = flow(home=str(home.root), forks=forks, return_state=True)
     outcomes = state.result(raise_on_failure=False)
     if not isinstance(outcomes, list):  # the sweep flow itself crashed (e.g. no cluster at --address)

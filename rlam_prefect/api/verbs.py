@@ -33,12 +33,17 @@ def run(
     approval_timeout: int | None = None,
     inject_failures: Iterable[str] = (),
     run_id: str | None = None,
+    goal: str | None = None,
     home: PathLike | Home | None = None,
     on_step: StepCallback | None = None,
 ) -> RunResult:
-    """Plan and execute a new run: each decided action a Prefect task, keyed by content, recorded."""
+    """Plan and execute a new run: each decided action a Prefect task, keyed by content, recorded.
+
+    goal: what the planner works towards, "METRIC>=NUMBER" or "METRIC<=NUMBER" over the evaluation's
+    metrics (default "accuracy>=0.97"); target_accuracy=X is the older spelling of goal="accuracy>=X".
+    """
     request = RunRequest(
-        PlannerSettings(planner, temperature, seed, max_steps, target_accuracy), overrides or {},
+        PlannerSettings(planner, temperature, seed, max_steps, target_accuracy, goal), overrides or {},
         tuple(dict.fromkeys(inject_failures)), Governance(policy, tuple(approve), approval_timeout), run_id,
     )
     return execute(request, home=home, on_step=on_step)
@@ -49,6 +54,9 @@ def replay(
     on_step: StepCallback | None = None,
 ) -> RunResult:
     """Re-run a recorded run entirely from the verified cache: nothing executes, no planner is asked."""
+    flow_run = _tracked_flow_run(run_id, home)
+    if flow_run is not None:  # a user's own @rlam.track flow: called again with its recorded parameters
+        return _rerun_flow(flow_run, home, new_run_id, replay=True)
     return execute(ReplayRequest(run_id, Governance(policy), new_run_id), home=home, on_step=on_step)
 
 
@@ -70,13 +78,37 @@ def fork(
     new_run_id: str | None = None,
     home: PathLike | Home | None = None,
     on_step: StepCallback | None = None,
+    goal: str | None = None,
 ) -> RunResult:
-    """Reuse the steps before ``step`` from the cache and re-execute from ``step`` with ``overrides``."""
+    """Reuse the steps before ``step`` from the cache and re-execute from ``step`` with ``overrides`` (and a new ``goal``)."""
+    flow_run = _tracked_flow_run(run_id, home)
+    if flow_run is not None:  # a user's own @rlam.track flow: overrides are {task: {param: value}}
+        return _rerun_flow(flow_run, home, new_run_id, replay=False, fork_step=step, overrides=overrides or {})
     request = ForkRequest(
-        run_id, step, overrides or {}, pin_decisions, PlannerSettings(planner, temperature, seed, max_steps, target_accuracy),
+        run_id, step, overrides or {}, pin_decisions, PlannerSettings(planner, temperature, seed, max_steps, target_accuracy, goal),
         tuple(dict.fromkeys(inject_failures)), Governance(policy, tuple(approve), approval_timeout), new_run_id,
     )
     return execute(request, home=home, on_step=on_step)
+
+
+def _tracked_flow_run(run_id: str, home: PathLike | Home | None) -> dict[str, Any] | None:
+    handle = open_home(home)
+    run = handle.store.run(handle.resolve(run_id))
+    return run if run.get("pipeline") == "flow" else None
+
+
+def _rerun_flow(run: dict[str, Any], home: PathLike | Home | None, new_run_id: str | None, *, replay: bool, fork_step: int | None = None,
+                overrides: Mapping[str, Mapping[str, Any]] | None = None) -> RunResult:
+    from rlam_prefect.local.backend import use_home
+    from rlam_prefect.planning.plan import new_run_id as fresh_id
+    from rlam_prefect.prefect.track_flow import rerun
+    from rlam_prefect.record.report import run_report
+
+    handle = open_home(home)
+    run_id = new_run_id or fresh_id()
+    with use_home(handle.layout):
+        rerun(run, run_id, replay=replay, fork_step=fork_step, overrides=overrides)
+    return RunResult.from_report(run_report(handle.store, run_id))
 
 
 def execute(request: Request, *, home: PathLike | Home | None = None, on_step: StepCallback | None = None) -> RunResult:
@@ -89,10 +121,9 @@ def execute(request: Request, *, home: PathLike | Home | None = None, on_step: S
     from rlam_prefect.prefect.runner import call_flow, flow_parameters, report_of
 
     handle = open_home(home)
-    with use_home(handle.layout):
-        plan = prepare_plan(handle.store, request)
-        with step_listener(on_step) if on_step else contextlib.nullcontext():
-            state = call_flow(flow_parameters(plan))
+    plan = prepare_plan(handle.store, request)  # bad input fails here: no server started, nothing written
+    with use_home(handle.layout), step_listener(on_step) if on_step else contextlib.nullcontext():
+        state = call_flow(flow_parameters(plan))
         return RunResult.from_report(report_of(plan, handle.layout, state))
 
 
@@ -123,8 +154,8 @@ def sweep_specs(
     from rlam_prefect.planning.sweep import plan_sweep
 
     handle = open_home(home)
+    plan = plan_sweep(handle.store, run_id, step, grid_specs, pin_decisions=pin_decisions)  # every point checked first
     with use_home(handle.layout):
-        plan = plan_sweep(handle.store, run_id, step, grid_specs, pin_decisions=pin_decisions)
         return SweepResult.from_report(run_sweep(plan, handle.layout, workers=workers, address=address))
 
 

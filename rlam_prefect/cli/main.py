@@ -17,6 +17,7 @@ from typing import Any, NoReturn
 
 from rlam_prefect.core.errors import RLamError, UsageError
 from rlam_prefect.core.home import HomeLayout
+from rlam_prefect.core.version import __version__
 
 
 class _Parser(argparse.ArgumentParser):
@@ -26,6 +27,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="rlam", description="Reproducible LLM-driven workflows on Prefect.")
+    parser.add_argument("--version", action="version", version=f"rlam {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     run = sub.add_parser("run", help="run the workflow (R-LAM by default)")
@@ -126,7 +128,8 @@ def _planner_arguments(parser: argparse.ArgumentParser, default_note: str = "$RL
     parser.add_argument("--temperature", type=float, default=None, help="planner sampling temperature (default 0)")
     parser.add_argument("--seed", type=int, default=None, help="planner seed where the provider accepts one (default 0)")
     parser.add_argument("--max-steps", type=int, default=None, help="step budget (default 12)")
-    parser.add_argument("--target", dest="target_accuracy", type=float, default=None, help="accuracy goal the planner works towards (default 0.97)")
+    parser.add_argument("--goal", default=None, metavar="METRIC>=X", help="what the planner works towards: METRIC>=NUMBER or METRIC<=NUMBER over the evaluation's metrics (default accuracy>=0.97)")
+    parser.add_argument("--target", dest="target_accuracy", type=float, default=None, help="shorthand for --goal accuracy>=TARGET")
 
 
 def _policy_arguments(parser: argparse.ArgumentParser) -> None:
@@ -289,7 +292,9 @@ def _experiments(rlam: Any, home: Any, args: argparse.Namespace) -> int:
 
     out = args.out or Path(f"rlam-experiments-{experiments.utc_stamp()}")
     settings = experiments.Settings(repeats=args.repeats, planner=args.planner, temperature=args.temperature, base_seed=args.seed, out=out)
-    _emit(experiments.run_experiments(settings), args.json, experiments.render_summary)
+    from rlam_prefect.experiments.report import render_summary
+
+    _emit(experiments.run_experiments(settings), args.json, render_summary)
     return 0
 
 
@@ -312,20 +317,34 @@ def _flow(rlam: Any, home: Any, args: argparse.Namespace) -> int:
     from rlam_prefect.planning.plan import new_run_id, parse_overrides
 
     overrides = parse_overrides(getattr(args, "overrides", []))
-    planner = {k: getattr(args, k, None) for k in ("planner", "temperature", "seed", "max_steps", "target_accuracy")}
+    planner = {k: getattr(args, k, None) for k in ("planner", "temperature", "seed", "max_steps", "target_accuracy", "goal")}
     if args.command == "run" and args.pipeline in ("script", "lam"):
         return _untraced(args, overrides, planner)
     governance = {"policy": args.policy, "approve": getattr(args, "approve", []), "approval_timeout": getattr(args, "approval_timeout", None)}
-    if sys.stdin.isatty():
-        from rlam_prefect.execution.approval import set_terminal_prompt, terminal_prompt
-
-        set_terminal_prompt(terminal_prompt)  # without a tty, a step the policy gates pauses for the Prefect UI
     progress = not args.json and sys.stderr.isatty()
     run_id = new_run_id()
     on_step = (lambda row: print(render_step(row), file=sys.stderr, flush=True)) if progress else None
     if progress:
         print(f"{args.command} {run_id}: starting Prefect flow run...", file=sys.stderr, flush=True)
     common = {"home": home, "on_step": on_step}
+    with _approvals_at_the_terminal():
+        result = _run_flow_command(rlam, args, overrides, planner, governance, run_id, common)
+    _emit(result.as_dict(), args.json, lambda r: render_run(r, with_steps=not progress))  # steps already shown live
+    return 0 if result.ok else 1
+
+
+def _approvals_at_the_terminal() -> Any:
+    """On a tty a step the policy gates asks here; without one it pauses for the Prefect UI."""
+    import contextlib
+
+    if not sys.stdin.isatty():
+        return contextlib.nullcontext()
+    from rlam_prefect.execution.approval import terminal_prompt, terminal_prompt_installed
+
+    return terminal_prompt_installed(terminal_prompt)
+
+
+def _run_flow_command(rlam: Any, args: argparse.Namespace, overrides: Any, planner: dict[str, Any], governance: dict[str, Any], run_id: str, common: dict[str, Any]) -> Any:
     if args.command == "run":
         result = rlam.run(overrides=overrides, inject_failures=args.inject, run_id=run_id, **planner, **governance, **common)
     elif args.command == "replay":
@@ -333,8 +352,7 @@ def _flow(rlam: Any, home: Any, args: argparse.Namespace) -> int:
     else:
         result = rlam.fork(args.run_id, step=args.step, overrides=overrides, pin_decisions=args.pin_decisions,
                            inject_failures=args.inject, new_run_id=run_id, **planner, **governance, **common)
-    _emit(result.as_dict(), args.json, lambda r: render_run(r, with_steps=not progress))  # steps already shown live
-    return 0 if result.ok else 1
+    return result
 
 
 def _untraced(args: argparse.Namespace, overrides: dict[str, dict[str, Any]], planner: dict[str, Any]) -> int:
@@ -349,7 +367,7 @@ def _untraced(args: argparse.Namespace, overrides: dict[str, dict[str, Any]], pl
         raise UsageError(f"--policy and --approve govern the rlam pipeline; the {args.pipeline} pipeline has no engine to enforce them")
     if args.pipeline == "script":
         planner["planner"] = "fixed"
-    settings = PlannerSettings(planner["planner"], planner["temperature"], planner["seed"], planner["max_steps"], planner["target_accuracy"])
+    settings = PlannerSettings(planner["planner"], planner["temperature"], planner["seed"], planner["max_steps"], planner["target_accuracy"], planner["goal"])
     plan = prepare_plan(TraceStore(HomeLayout.from_env()), RunRequest(settings, overrides, tuple(args.inject)))
     report = run_script(plan.overrides, plan.inject_failures) if args.pipeline == "script" else run_naive_lam(plan)
     _emit(report, args.json, render_untraced)

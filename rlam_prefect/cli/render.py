@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from rlam_prefect.planning.sweep import point_text
-
 
 def render_step(step: dict[str, Any]) -> str:
     digest = (step.get("output_hash") or "")[7:19]
@@ -41,6 +39,8 @@ def render_run(report: dict[str, Any], with_steps: bool = True) -> str:
     )
     if report["metrics"]:
         lines.append("  metrics: " + ", ".join(f"{k}={v}" for k, v in report["metrics"].items()))
+    if report.get("goal") and report.get("planner") != "fixed":
+        lines.append(f"  goal: {report['goal']}")
     for difference in report.get("differences") or []:
         lines.append(f"  differs at step {difference['step']} {difference['action']}: {difference['replay']} vs {difference['original']}")
     if report.get("error_message"):
@@ -54,16 +54,27 @@ def render_run(report: dict[str, Any], with_steps: bool = True) -> str:
 def render_runs(rows: list[dict[str, Any]]) -> str:
     if not rows:
         return "no runs recorded yet (try `rlam run`)"
-    lines = [f"{'run_id':<13} {'status':<10} {'mode':<7} {'steps':>5} {'exec':>4} {'cache':>5}  {'accuracy':>8}  {'parent':<13} started"]
-    for r in rows:
-        accuracy = r["metrics"].get("accuracy")
+    cells = [_headline_metric(r) for r in rows]
+    width = max([len("metric"), *(len(c) for c in cells)])
+    lines = [f"{'run_id':<13} {'status':<10} {'mode':<7} {'steps':>5} {'exec':>4} {'cache':>5}  {'metric':>{width}}  {'parent':<13} started"]
+    for r, metric in zip(rows, cells):
         parent = (r["parent_run_id"] or "-") + (f"@{r['fork_step']}" if r["fork_step"] else "")
         lines.append(
             f"{r['run_id']:<13} {r['status']:<10} {r['mode']:<7} {r['n_steps'] if r['n_steps'] is not None else '-':>5} "
             f"{r['executed'] if r['executed'] is not None else '-':>4} {r['cached'] if r['cached'] is not None else '-':>5}  "
-            f"{accuracy if accuracy is not None else '-':>8}  {parent:<13} {r['started_at']}"
+            f"{metric:>{width}}  {parent:<13} {r['started_at']}"
         )
     return "\n".join(lines)
+
+
+def _headline_metric(row: dict[str, Any]) -> str:
+    """The run's goal metric (``accuracy=0.9333``, ``rmse=0.41``), else its first numeric metric, else ``-``."""
+    metrics = row.get("metrics") or {}
+    goal = row.get("goal") or ""
+    name = next((m for m in metrics if goal.startswith(m) and goal[len(m) : len(m) + 2] in (">=", "<=")), None)
+    if name is None:
+        name = next((k for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)), None)
+    return "-" if name is None else f"{name}={metrics[name]}"
 
 
 def _overrides_text(overrides: dict[str, dict[str, Any]]) -> str:
@@ -121,6 +132,8 @@ def render_actions(listing: list[dict[str, Any]]) -> str:
 
 
 def render_sweep(report: dict[str, Any]) -> str:
+    from rlam_prefect.planning.sweep import point_text
+
     """The forks as a table: grid point, run id, status, executed/cached and the numeric metrics."""
     forks = report["forks"]
     metric_names = list(dict.fromkeys(k for f in forks for k, v in f["metrics"].items() if isinstance(v, float)))

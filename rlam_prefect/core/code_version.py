@@ -38,14 +38,18 @@ _LIBRARY_PACKAGE = str(Path(__file__).resolve().parents[1])  # rlam_prefect/ its
 _PARSE_LOCK = threading.Lock()
 
 
-def code_version(fn: Any) -> str:
-    """Digest of the normalised source closure of ``fn`` (memoised per object, computed under a lock)."""
+def code_version(fn: Any, *, module_names: bool = True) -> str:
+    """Digest of the normalised source closure of ``fn`` (memoised per object, computed under a lock).
+
+    ``module_names=False`` leaves the modules' names out (qualified names and code only): a flow file run
+    as a script (``__main__``) and the same file loaded again by ``rlam replay`` then agree.
+    """
     with _PARSE_LOCK:
-        return _code_version(fn)
+        return _code_version(fn, module_names)
 
 
-@functools.lru_cache(maxsize=None)
-def _code_version(fn: Any) -> str:
+@functools.cache
+def _code_version(fn: Any, module_names: bool = True) -> str:
     parts: list[bytes] = []
     seen: set[int] = set()
     queue: list[Any] = [fn]
@@ -55,7 +59,7 @@ def _code_version(fn: Any) -> str:
             continue
         seen.add(id(obj))
         tree = _normalised_tree(obj)
-        parts.append(f"{obj.__module__}.{obj.__qualname__}".encode())
+        parts.append((f"{obj.__module__}.{obj.__qualname__}" if module_names else obj.__qualname__).encode())
         parts.append(ast.dump(tree, annotate_fields=False, include_attributes=False).encode())
         queue.extend(_project_references(obj, tree))
     return sha256_hex(*sorted(parts))

@@ -16,9 +16,9 @@ from rlam_prefect.core.hashing import SCHEME_VERSION, canonical_json, sha256_hex
 FINGERPRINT_PACKAGES: tuple[str, ...] = ("numpy", "scipy", "scikit-learn", "cloudpickle")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def environment(extra_packages: tuple[str, ...] = ()) -> dict[str, object]:
-    packages = {}
+    packages: dict[str, str | None] = {}
     for name in sorted(set(FINGERPRINT_PACKAGES) | set(extra_packages)):
         try:
             packages[name] = metadata.version(name)
@@ -38,7 +38,7 @@ def environment(extra_packages: tuple[str, ...] = ()) -> dict[str, object]:
 RUNTIME_PACKAGES: tuple[str, ...] = ("prefect", "litellm", "pyarrow", "pydantic")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def runtime_versions() -> dict[str, str | None]:
     versions: dict[str, str | None] = {}
     for name in RUNTIME_PACKAGES:

@@ -31,6 +31,10 @@ class InvalidParamsError(UsageError):
     pass
 
 
+class DataFileError(UsageError):
+    """A data file a step declares is missing, unreadable, empty or not what it should be; one line naming it."""
+
+
 class TraceCorruptError(RLamError):
     """A trace file cannot be read; it is named and left untouched."""
 

@@ -3,6 +3,12 @@
 Two values with the same content hash equal each other regardless of memory layout or of
 having been pickled and loaded again; values that differ in content or type hash apart.
 Pickle bytes are never hashed: they move when an object makes a round trip.
+
+Your own types: ``register_hasher(MyType, fn)`` (or ``@hasher(MyType)``) says what a value's content
+is: ``fn(value)`` returns something this module already hashes (arrays, mappings, tuples, scalars...),
+and the digest is taken over that, tagged with the type's name. pandas DataFrame and Series are
+registered by name, so hashing them never imports pandas and pandas is not needed otherwise.
+Dataclasses and pydantic models need no registration (their fields are their content).
 """
 
 from __future__ import annotations
@@ -15,8 +21,8 @@ import hashlib
 import json
 import math
 import types
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -29,7 +35,42 @@ class UnhashableValueError(TypeError):
     """A value has no canonical content (a lock, a generator, an open file...)."""
 
 
-def sha256_hex(*parts: bytes) -> str:
+F = TypeVar("F", bound=Callable[[Any], Any])
+_BY_NAME: dict[str, Callable[[Any], Any]] = {}  # "module.QualName" -> content function, for types not imported yet
+
+
+def register_hasher(cls: type | str, fn: Callable[[Any], Any]) -> None:
+    """Hash values of ``cls`` (a type, or its "module.QualName" to avoid importing it) by ``fn(value)``'s content.
+
+    ``fn`` returns the value's canonical content in types this module hashes; the digest is tagged
+    with the type's name, so two types with equal content still hash apart. Registering again replaces.
+    """
+    if not callable(fn):
+        raise TypeError(f"register_hasher: {fn!r} is not callable")
+    if isinstance(cls, str):
+        _BY_NAME[cls] = fn
+        return
+    if not isinstance(cls, type):
+        raise TypeError(f"register_hasher: {cls!r} is not a type")
+    name = _qualname(cls)
+
+    def by_content(value: Any) -> str:
+        return _tagged("custom", name.encode(), _fingerprint(fn(value)).encode())
+
+    _fingerprint.register(cls)(by_content)
+
+
+def hasher(cls: type | str) -> Callable[[F], F]:
+    """Decorator form of ``register_hasher``: ``@rlam.hasher(MyType)`` over ``def content(value): ...``."""
+
+    def register(fn: F) -> F:
+        register_hasher(cls, fn)
+        return fn
+
+    return register
+
+
+def sha256_hex(*parts: bytes | memoryview) -> str:
     """The single digest helper: swap the algorithm here and everything follows."""
     digest = hashlib.sha256()
     for part in parts:
@@ -48,7 +89,7 @@ def canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=True)
 
 
-def _tagged(tag: str, *parts: bytes) -> str:
+def _tagged(tag: str, *parts: bytes | memoryview) -> str:
     return sha256_hex(tag.encode(), *parts)
 
 
@@ -96,19 +137,19 @@ def _(value: bytes | bytearray) -> str:
 
 @_fingerprint.register(list)
 @_fingerprint.register(tuple)
-def _(value: list | tuple) -> str:
+def _(value: list[Any] | tuple[Any, ...]) -> str:
     tag = "list" if isinstance(value, list) else "tuple"
     return _tagged(tag, *(_fingerprint(item).encode() for item in value))
 
 
 @_fingerprint.register(set)
 @_fingerprint.register(frozenset)
-def _(value: set | frozenset) -> str:
+def _(value: set[Any] | frozenset[Any]) -> str:
     return _tagged("set", *sorted(_fingerprint(item).encode() for item in value))
 
 
 @_fingerprint.register(Mapping)
-def _(value: Mapping) -> str:
+def _(value: Mapping[Any, Any]) -> str:
     items = sorted((_fingerprint(k) + _fingerprint(v)).encode() for k, v in value.items())
     return _tagged("mapping", *items)
 
@@ -125,7 +166,8 @@ def _(value: np.ndarray) -> str:
         # structured arrays (e.g. sklearn tree nodes): field names and layout belong to the content
         header += repr(array.dtype.descr).encode()
     array = np.ascontiguousarray(array)
-    return _tagged("ndarray", header, memoryview(array).cast("B") if array.size else b"")
+    # ndarray.data is memoryview(array); numpy types the buffer protocol (__buffer__) for Python >= 3.12 only
+    return _tagged("ndarray", header, array.data.cast("B") if array.size else b"")
 
 
 @_fingerprint.register(np.generic)
@@ -147,6 +189,10 @@ def _(value: Any) -> str:
 
 
 def _fingerprint_object(value: Any) -> str:
+    for cls in type(value).__mro__:
+        by_name = _BY_NAME.get(_qualname(cls))
+        if by_name is not None:
+            return _tagged("custom", _qualname(cls).encode(), _fingerprint(by_name(value)).encode())
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         fields = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
         return _tagged("dataclass", _qualname(value).encode(), _fingerprint(fields).encode())
@@ -156,8 +202,10 @@ def _fingerprint_object(value: Any) -> str:
     return _fingerprint_reduced(value)
 
 
-_COPYREG_NEWOBJ = copyreg.__newobj__
+_COPYREG_NEWOBJ = copyreg.__newobj__  # type: ignore[attr-defined]  # typeshed does not declare copyreg.__newobj__
+_OBJECT_REDUCE_EX: object = object.__reduce_ex__  # typed as object: mypy's bound-method types make the identity check look impossible
 _UNHASHABLE_TYPES: tuple[type, ...] = (types.GeneratorType, types.CoroutineType, types.ModuleType)
+_HINT = " (give it canonical content with rlam.register_hasher(type, fn), or return a dataclass of arrays)"
 
 
 def _fingerprint_reduced(value: Any) -> str:
@@ -167,19 +215,19 @@ def _fingerprint_reduced(value: Any) -> str:
     recursively gives the same digest before and after a save/load round trip.
     """
     if isinstance(value, _UNHASHABLE_TYPES):
-        raise UnhashableValueError(f"cannot hash a value of type {_qualname(value)}")
+        raise UnhashableValueError(f"cannot hash a value of type {_qualname(value)}: it has no canonical content{_HINT}")
     try:
         reduced = value.__reduce_ex__(4)
-    except Exception as exc:  # noqa: BLE001 - any refusal means: no canonical content
-        raise UnhashableValueError(f"cannot hash a value of type {_qualname(value)}: {exc}") from exc
+    except Exception as exc:
+        raise UnhashableValueError(f"cannot hash a value of type {_qualname(value)}: {exc}{_HINT}") from exc
     if isinstance(reduced, str) or not isinstance(reduced, tuple) or len(reduced) < 2:
-        raise UnhashableValueError(f"cannot hash a value of type {_qualname(value)}")
+        raise UnhashableValueError(f"cannot hash a value of type {_qualname(value)}: it has no canonical content{_HINT}")
     constructor, args = reduced[0], reduced[1]
     state = reduced[2] if len(reduced) > 2 else None
     if constructor is _COPYREG_NEWOBJ and args and args[0] is type(value):
         args = args[1:]
-    if state is None and not args and type(value).__reduce_ex__ is object.__reduce_ex__:
-        raise UnhashableValueError(f"cannot hash a value of type {_qualname(value)}: it has no state")
+    if state is None and not args and type(value).__reduce_ex__ is _OBJECT_REDUCE_EX:
+        raise UnhashableValueError(f"cannot hash a value of type {_qualname(value)}: it has no state{_HINT}")
     return _tagged(
         "object",
         _qualname(value).encode(),
@@ -194,3 +242,34 @@ def _drop_volatile(state: Any) -> Any:
         return {k: v for k, v in state.items() if k != "_sklearn_version"}
     return state
 
+
+
+# ---- pandas, by name: content (labels, dtypes, values), never pickle bytes ---------------------------
+
+
+def _pandas_values(values: Any) -> Any:
+    array = values.to_numpy()
+    if array.dtype == object:  # missing markers (pd.NA, NaT, None, NaN) as one canonical None
+        array = np.where(values.isna().to_numpy(), None, array)
+    return array
+
+
+def _pandas_index(index: Any) -> Any:
+    return ("index", str(index.dtype), tuple(str(n) for n in index.names), _pandas_values(index))
+
+
+def _pandas_series(series: Any) -> Any:
+    return (str(series.name), str(series.dtype), _pandas_index(series.index), _pandas_values(series))
+
+
+def _pandas_frame(frame: Any) -> Any:
+    columns = tuple(frame.columns)
+    return (
+        _pandas_index(frame.columns),
+        _pandas_index(frame.index),
+        tuple((str(frame.dtypes.iloc[i]), _pandas_values(frame.iloc[:, i])) for i in range(len(columns))),
+    )
+
+
+register_hasher("pandas.core.frame.DataFrame", _pandas_frame)
+register_hasher("pandas.core.series.Series", _pandas_series)

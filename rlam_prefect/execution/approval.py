@@ -8,9 +8,11 @@ Prefect (``pause_flow_run`` with the typed form below) until someone resumes it 
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import getpass
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,21 +46,29 @@ class Approval:
         }
 
 
-# A terminal prompt the CLI installs when it runs on a tty: (step, action, params) -> Approval
+# A terminal prompt the CLI installs when it runs on a tty: (step, action, params) -> Approval.
+# A context variable, like the step listeners: it follows the call into the flow run and ends with it.
 TerminalPrompt = Callable[[int, str, dict[str, Any]], Approval]
-_terminal: list[TerminalPrompt] = []
+_terminal: contextvars.ContextVar[TerminalPrompt | None] = contextvars.ContextVar("rlam_terminal_prompt", default=None)
 
 
-def set_terminal_prompt(prompt: TerminalPrompt) -> None:
-    _terminal[:] = [prompt]
+@contextlib.contextmanager
+def terminal_prompt_installed(prompt: TerminalPrompt) -> Iterator[None]:
+    """Inside this block a step the policy gates is decided at ``prompt`` instead of pausing for the Prefect UI."""
+    token = _terminal.set(prompt)
+    try:
+        yield
+    finally:
+        _terminal.reset(token)
 
 
 def ask(step: int, action: str, params: dict[str, Any], pre_approved: tuple[str, ...], timeout_s: int) -> Approval:
     """Get a decision on running ``action`` with ``params`` as step ``step``."""
     if APPROVE_ALL in pre_approved or action in pre_approved:
         return Approval(True, dict(params), _user(), "flag", "pre-approved (--approve / approve parameter)")
-    if _terminal:
-        return _terminal[0](step, action, dict(params))
+    prompt = _terminal.get()
+    if prompt is not None:
+        return prompt(step, action, dict(params))
     return _ask_in_prefect(step, action, params, timeout_s)
 
 
@@ -137,5 +147,5 @@ def terminal_prompt(step: int, action: str, params: dict[str, Any]) -> Approval:
 def _user() -> str | None:
     try:
         return getpass.getuser()
-    except Exception:  # noqa: BLE001 - no login name in this environment: reviewer unknown
+    except Exception:
         return None

@@ -14,7 +14,7 @@ from rlam_prefect.core.keys import cache_key
 
 @dataclass
 class ActionCachePolicy(CachePolicy):
-    """Key = action + code version + validated params + input artifact hashes + environment.
+    """Key = action + code version + validated params + input artifact hashes + environment (+ data file digests).
 
     Inputs arrive as ``Artifact`` objects that carry the hash computed when they were produced
     (and re-verified when they were loaded), so no input is hashed twice. The ``step``,
@@ -28,4 +28,5 @@ class ActionCachePolicy(CachePolicy):
             return None  # no key: Prefect runs the task (which fails on purpose) instead of serving a cached result
         spec = get_action(task_ctx.task.name)
         input_hashes = {name: artifact.content_hash for name, artifact in inputs["inputs"].items()}
-        return cache_key(spec.name, spec.code_version, inputs["params"], input_hashes, environment_hash(spec.packages))
+        files = {name: found.digest for name, found in spec.file_digests(inputs["params"]).items()}  # the stat cache: not hashed again
+        return cache_key(spec.name, spec.code_version, inputs["params"], input_hashes, environment_hash(spec.packages), files)

@@ -10,7 +10,6 @@ computed (not stored) so that experiments can tell whether re-runs reproduce.
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
@@ -19,9 +18,10 @@ from rlam_prefect.actions.registry import get_action
 from rlam_prefect.core.errors import one_line
 from rlam_prefect.core.hashing import canonical_json, content_hash
 from rlam_prefect.planning.llm import LLMReply, calls_so_far, complete
-from rlam_prefect.planning.sources import Decision, DecisionSource, FixedOrder, PlannerDecisions
 from rlam_prefect.planning.plan import RunPlan
 from rlam_prefect.planning.planner import LLMPlanner
+from rlam_prefect.planning.sources import Decision, DecisionSource, FixedOrder, PlannerDecisions
+from rlam_prefect.record.compare import run_metrics
 
 
 def run_script(overrides: dict[str, dict[str, Any]] | None = None, inject_failures: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -47,7 +47,7 @@ def run_directly(source: DecisionSource, pipeline: str, inject_failures: tuple[s
     while (decision := source.next_decision(history)) is not None:
         history.append(_execute(decision, len(history) + 1, artifacts, inject_failures, injected))
     failed = source.failure is not None or (history and history[-1]["status"] in ("failed", "rejected"))
-    metrics = next((json.loads(r["summary"]) for r in reversed(history) if r.get("output_kind") == "Metrics" and r.get("summary")), {})
+    metrics = run_metrics(history)
     return {
         "run_id": None,
         "pipeline": pipeline,
@@ -80,7 +80,7 @@ def _execute(decision: Decision, step: int, artifacts: dict[str, Any], inject: t
             injected.add(spec.name)
             raise RuntimeError(f"injected failure in {spec.name} (step {step})")
         value = spec.run({arg: artifacts[kind] for arg, kind in spec.input_kinds.items()}, params)
-    except Exception as exc:  # noqa: BLE001 - the step's outcome, reported as such
+    except Exception as exc:
         row.update(status="failed", error_type=type(exc).__name__, error_message=one_line(exc), duration_s=time.perf_counter() - started)
         return row
     artifacts[spec.output_kind] = value

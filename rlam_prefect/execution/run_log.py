@@ -48,7 +48,7 @@ class RunLog:
         if row.get("cache_key"):
             parts.append(f"key {row['cache_key'][:12]}")
         if row.get("output_hash"):
-            parts.append(f"output {row['output_hash'][_PREFIX:_PREFIX + 12]}")
+            parts.append(f"output {row['output_hash'][_PREFIX : _PREFIX + 12]}")
         if row["status"] == "cached" and computed_by is not None:
             parts.append(f"computed by run {computed_by[0]} step {computed_by[1]}")
         if row.get("error_message"):

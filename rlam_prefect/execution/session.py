@@ -16,22 +16,25 @@ import os
 import socket
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, cast
 
-from rlam_prefect.core.version import __version__
-from rlam_prefect.execution import approval as approval_gate
-from rlam_prefect.execution import run_log
-from rlam_prefect.actions.registry import get_action
 from rlam_prefect.actions.artifact import Artifact
+from rlam_prefect.actions.files import check_files_unchanged, declared_files
+from rlam_prefect.actions.registry import get_action
 from rlam_prefect.core.environment import environment, environment_hash, runtime_versions
-from rlam_prefect.record.compare import key_differences, outcome
-from rlam_prefect.core.errors import RLamError, ReplayMismatchError, StoredResultError, one_line
+from rlam_prefect.core.errors import DataFileError, ReplayMismatchError, RLamError, StoredResultError, one_line
 from rlam_prefect.core.hashing import canonical_json, content_hash
 from rlam_prefect.core.home import HomeLayout
 from rlam_prefect.core.keys import cache_key
-from rlam_prefect.planning.llm import calls_so_far
-from rlam_prefect.planning.sources import Decision
+from rlam_prefect.core.version import __version__
+from rlam_prefect.execution import approval as approval_gate
+from rlam_prefect.execution import run_log
+from rlam_prefect.planning.llm import LLMReply, calls_so_far
 from rlam_prefect.planning.plan import RunPlan
+from rlam_prefect.planning.policy import file_choice_violation
+from rlam_prefect.planning.sources import Decision
+from rlam_prefect.record.compare import key_differences, outcome, run_metrics
+from rlam_prefect.record.records import DecisionRecord, ResultRecord, RunEvent, StepRecord
 from rlam_prefect.record.results import ResultGuard
 from rlam_prefect.record.store import TraceStore, utcnow
 
@@ -80,7 +83,7 @@ class RunSession:
     def next_decision(self) -> Decision | None:
         decision = self.source.next_decision(self.history)
         if decision is None and self.source.stop_record is not None:
-            self.store.append_decision({"run_id": self.plan.run_id, **self.source.stop_record})  # why the run ended
+            self.store.append_decision(DecisionRecord(**{**self.source.stop_record, "run_id": self.plan.run_id}))  # why the run ended
             self.log.flow(f"planner ({self.plan.planner.model}) stopped" + (f": {self.source.stop_record.get('reason')}" if self.source.stop_record.get("reason") else ""))
         return decision
 
@@ -88,8 +91,9 @@ class RunSession:
         error = error or self.source.failure
         row = self._run_row("end", "failed" if error or self._failed() else "completed", error)
         self.store.append_run_event(row)
-        self.log.flow(run_log.outcome_line(self.plan, row, self.history), logging.INFO if row["status"] == "completed" else logging.ERROR)
-        return row
+        recorded = row.to_row()
+        self.log.flow(run_log.outcome_line(self.plan, recorded, self.history), logging.INFO if recorded["status"] == "completed" else logging.ERROR)
+        return recorded
 
     def _failed(self) -> bool:
         if self.plan.mode == "replay":
@@ -102,16 +106,10 @@ class RunSession:
         step = len(self.history) + 1
         started = utcnow()
         clock = time.perf_counter()
-        row: dict[str, Any] = {
-            "run_id": self.plan.run_id,
-            "step": step,
-            "action": decision.action,
-            "params": canonical_json(decision.params),
-            "started_at": started,
-            "reason": decision.reason,
-        }
-        if decision.recovers_step is not None:
-            row["recovers_step"] = decision.recovers_step
+        row = StepRecord(
+            run_id=self.plan.run_id, step=step, action=decision.action, params=canonical_json(decision.params),
+            started_at=started, reason=decision.reason, recovers_step=decision.recovers_step,
+        )
         if not decision.expect_cached and decision.rejection is None:
             self.log.decision(step, decision.action, decision.params, decision.reason, self.plan.planner.model)
         if decision.rejection is not None:
@@ -119,11 +117,11 @@ class RunSession:
             return self._record(row, clock, decision)
         original = decision.original
         if decision.expect_cached and original is not None:
-            row.update({k: original.get(k) for k in APPROVAL_COLUMNS})  # recorded approvals are reused, never asked again
+            row.update(**{k: original.get(k) for k in APPROVAL_COLUMNS})  # recorded approvals are reused, never asked again
         if decision.expect_cached and original is not None and original["status"] in ("failed", "rejected"):
             # A recorded failure is part of the run: carried into the replay, never re-executed.
-            row.update({k: original[k] for k in ("params", "input_hashes", "cache_key", "code_version", "env_hash", "status", "error_type", "error_message")})
-            row["error_message"] = f"{original['error_message']} (recorded in run {original['run_id']}, not re-executed)"
+            row.update(**{k: original[k] for k in ("params", "input_hashes", "cache_key", "code_version", "env_hash", "status", "error_type", "error_message")})
+            row.error_message = f"{original['error_message']} (recorded in run {original['run_id']}, not re-executed)"
             return self._record(row, clock, decision)
         if not decision.expect_cached:
             refused = self._govern(decision, step, row)
@@ -138,25 +136,32 @@ class RunSession:
             row.update(status="failed", error_type=type(exc).__name__, error_message=str(exc))
         return self._record(row, clock, decision)
 
-    def _govern(self, decision: Decision, step: int, row: dict[str, Any]) -> tuple[str, str] | None:
+    def _govern(self, decision: Decision, step: int, row: StepRecord) -> tuple[str, str] | None:
         """Policy rules and the approval gate for a new decision: (error_type, message) if refused.
 
         An approved edit replaces ``decision.params``; the edit is checked like any other decision.
         """
         policy = self.plan.policy
-        if policy is None:
+        if policy is None and decision.record is None:
             return None
         try:
-            params = get_action(decision.action).validate_params(decision.params)
+            spec = get_action(decision.action)
+            params = spec.validate_params(decision.params)
         except RLamError:
             return None  # invalid params fail the step where they always have (_run_step)
+        if decision.record is not None and spec.file_params:  # a planner's decision: a data file is the user's choice
+            broken = file_choice_violation(policy, spec.name, declared_files(spec.params_model, params), self._user_files(spec))
+            if broken:
+                return "PolicyViolation", f"policy rule {broken}"
+        if policy is None:
+            return None
         broken = policy.violation(decision.action, params, self.history)
         if broken:
             return "PolicyViolation", f"policy rule {broken}"
         if not policy.needs_approval(decision.action):
             return None
         approval = approval_gate.ask(step, decision.action, params, self.plan.pre_approved, self.plan.approval_timeout)
-        row.update(approval.row(params))
+        row.update(**approval.row(params))
         who = f" by {approval.reviewer}" if approval.reviewer else ""
         if not approval.approved:
             note = f": {approval.note}" if approval.note else ""
@@ -169,24 +174,34 @@ class RunSession:
         if broken:
             return "PolicyViolation", f"the parameters approved{who} break policy rule {broken}"
         decision.params = edited
-        row["params"] = canonical_json(edited)
+        row.params = canonical_json(edited)
         return None
 
-    def _run_step(self, decision: Decision, step: int, row: dict[str, Any]) -> None:
+    def _user_files(self, spec: Any) -> dict[str, set[str]]:
+        """Per file parameter of ``spec``: the paths the user chose (pins, defaults, the forked run's steps)."""
+        given: dict[str, set[str]] = {}
+        pinned = self.plan.overrides.get(spec.name, {})
+        defaults = spec.params_model.model_fields
+        for param in spec.file_params:
+            values = {str(v) for v in (pinned.get(param), defaults[param].default) if v}
+            values |= {str(json.loads(s["params"]).get(param)) for s in self.plan.parent_steps if s["action"] == spec.name and s.get("params")}
+            given[param] = values
+        return given
+
+    def _run_step(self, decision: Decision, step: int, row: StepRecord) -> None:
         spec = get_action(decision.action)
         params = spec.validate_params(decision.params)
         inputs = {arg: self.artifacts[kind] for arg, kind in spec.input_kinds.items() if kind in self.artifacts}
         env_hash = environment_hash(spec.packages)
         input_hashes = {arg: artifact.content_hash for arg, artifact in inputs.items()}
-        key = cache_key(spec.name, spec.code_version, params, input_hashes, env_hash)
-        row.update(
-            params=canonical_json(params),
-            input_hashes=canonical_json(input_hashes),
-            cache_key=key,
-            code_version=spec.code_version,
-            env_hash=env_hash,
-            output_kind=spec.output_kind,
-        )
+        row.update(params=canonical_json(params), input_hashes=canonical_json(input_hashes), code_version=spec.code_version, env_hash=env_hash, output_kind=spec.output_kind)
+        files = spec.file_digests(params)  # a missing, unreadable or empty file fails the step here, before Prefect
+        if files:
+            row.files_read = canonical_json({name: found.to_dict() for name, found in files.items()})
+            if decision.expect_cached:
+                check_files_unchanged(files, decision.original, f"step {step} {spec.name}")
+        key = cache_key(spec.name, spec.code_version, params, input_hashes, env_hash, {name: found.digest for name, found in files.items()})
+        row.cache_key = key
         unmet = spec.unmet_inputs(self.artifacts)
         if unmet:
             row.update(status="rejected", error_type="PreconditionFailed", error_message=unmet)
@@ -206,7 +221,7 @@ class RunSession:
             else:
                 moved = self.guard.quarantine_orphan(key)
                 if moved is not None:
-                    row["reason"] = f"{row['reason']}; an unindexed result file for this key was moved to {moved}".lstrip("; ")
+                    row.reason = f"{row.reason}; an unindexed result file for this key was moved to {moved}".lstrip("; ")
             task = _action_task(spec, self.home)
             state = task(
                 step=step,
@@ -217,7 +232,7 @@ class RunSession:
                 return_state=True,
                 wait_for=decision.upstream or None,
             )
-            row["prefect_task_run_id"] = str(state.state_details.task_run_id) if state.state_details else None
+            row.prefect_task_run_id = str(state.state_details.task_run_id) if state.state_details else None
             if state.is_failed() or state.is_crashed():
                 exc = state.result(raise_on_failure=False, _sync=True)  # the flow is async: force the sync path
                 if isinstance(exc, RLamError):
@@ -231,22 +246,17 @@ class RunSession:
                 recomputed = content_hash(artifact.value)
                 if recomputed != record["output_hash"]:
                     raise StoredResultError(f"{what}: cached result hashes to {recomputed[:19]}, recorded {record['output_hash'][:19]}")
-                row["status"] = "cached"
+                row.status = "cached"
             else:
-                row["status"] = "executed"
+                row.status = "executed"
+                if files and spec.file_digests(params) != files:
+                    raise DataFileError(f"{what}: {', '.join(f.path for f in files.values())} changed while the step read it; its result was not indexed, run again")
                 digest, size = self.guard.file_digest(key)
                 self.store.put_result_record(
-                    {
-                        "cache_key": key,
-                        "action": spec.name,
-                        "output_hash": artifact.content_hash,
-                        "output_kind": artifact.kind,
-                        "result_digest": digest,
-                        "result_bytes": size,
-                        "run_id": self.plan.run_id,
-                        "step": step,
-                        "created_at": utcnow(),
-                    }
+                    ResultRecord(
+                        cache_key=key, action=spec.name, output_hash=artifact.content_hash, output_kind=artifact.kind,
+                        result_digest=digest, result_bytes=size, run_id=self.plan.run_id, step=step, created_at=utcnow(),
+                    )
                 )
             row.update(output_hash=artifact.content_hash, summary=canonical_json(artifact.summary()), result_digest=record["result_digest"] if record else digest)
             unmet = spec.unmet_effect(artifact.kind, artifact.value)
@@ -255,22 +265,23 @@ class RunSession:
                 return
             self.artifacts[artifact.kind] = artifact
 
-    def _record(self, row: dict[str, Any], clock: float, decision: Decision) -> dict[str, Any]:
-        row["duration_s"] = time.perf_counter() - clock
+    def _record(self, row: StepRecord, clock: float, decision: Decision) -> dict[str, Any]:
+        row.duration_s = time.perf_counter() - clock
         self.store.append_step(row)
         if decision.record is not None:
-            self.store.append_decision({"run_id": self.plan.run_id, **decision.record, "step": row["step"]})
-        self.history.append(row)
-        self.log.step(row, self.computed_by.get(row["step"]))
+            self.store.append_decision(DecisionRecord(**{**decision.record, "run_id": self.plan.run_id, "step": row.step}))
+        recorded = row.to_row()
+        self.history.append(recorded)
+        self.log.step(recorded, self.computed_by.get(recorded["step"]))
         for listener in _listeners.get():
-            listener(row)
-        return row
+            listener(recorded)
+        return recorded
 
     # ---- run rows ------------------------------------------------------------------------
 
-    def _run_row(self, event: str, status: str, error: str | None = None) -> dict[str, Any]:
+    def _run_row(self, event: str, status: str, error: str | None = None) -> RunEvent:
         plan = self.plan
-        row: dict[str, Any] = {
+        values: dict[str, Any] = {
             "run_id": plan.run_id,
             "event": event,
             "prefect_flow_run_id": self.flow_run_id,
@@ -293,6 +304,7 @@ class RunSession:
             "policy_hash": plan.policy.hash if plan.policy else None,
             "policy": plan.policy.to_json() if plan.policy else None,
         }
+        row = RunEvent(**values)
         if event == "end":
             row.update(
                 ended_at=utcnow(),
@@ -307,22 +319,21 @@ class RunSession:
         return row
 
     def _call_planner(self, messages: list[dict[str, str]], step: int) -> tuple[Any, list[Any]]:
+        from prefect import State
         from prefect.utilities.annotations import quote
 
         from rlam_prefect.execution.tasks import plan_task
 
-        state = plan_task()(step=step, model=self.plan.planner.model, messages=quote(messages), temperature=self.plan.planner.temperature, seed=self.plan.planner.seed, return_state=True)
-        return state.result(_sync=True), [state]
+        # return_state=True returns the task run's State: prefect's Task[..., T] overload without it claims T
+        state = cast("State[LLMReply]", plan_task()(step=step, model=self.plan.planner.model, messages=quote(messages), temperature=self.plan.planner.temperature, seed=self.plan.planner.seed, return_state=True))
+        return state.result(_sync=True), [state]  # type: ignore[call-overload]  # async_dispatch takes _sync; prefect's overloads omit it
 
     def _metrics(self) -> dict[str, Any]:
-        for row in reversed(self.history):
-            if row.get("output_kind") == "Metrics" and row.get("summary"):
-                return json.loads(row["summary"])
-        return {}
+        return run_metrics(self.history)
 
-    def _why_no_cache(self, original: dict[str, Any] | None, row: dict[str, Any]) -> str:
+    def _why_no_cache(self, original: dict[str, Any] | None, row: StepRecord) -> str:
         recorded_by = self.store.run(original["run_id"]).get("rlam_version") if original else None
-        return _why_no_cache(original, row, recorded_by)
+        return _why_no_cache(original, row.to_row(), recorded_by)
 
     def _identical(self) -> bool:
         original = self.plan.parent_steps
@@ -342,8 +353,8 @@ def _why_no_cache(original: dict[str, Any] | None, row: dict[str, Any], recorded
     changed = key_differences(row, original)
     if changed:
         parts = "; ".join(f"{d['part']}: {d['detail']}" for d in changed)
-        if any(d["part"] == "code_version" for d in changed) and (recorded_by or "").startswith("0.1."):
+        if any(d["part"] == "code version" for d in changed) and (recorded_by or "").startswith("0.1."):
             parts += (f" (run {original['run_id']} was recorded by rlam-prefect {recorded_by}, whose code versions also hashed"
-                      " rlam-prefect's own source; fork it from step 1 to re-derive it under this version, and `rlam diff` the two)")
+                      " rlam-prefect's own source; fork it from step 1 with --pin-decisions to re-derive it under this version, and `rlam diff` the two)")
         return f"{parts} changed since run {original['run_id']} recorded it; fork from this step to re-execute"
     return f"the result recorded by run {original['run_id']} is not indexed in this RLAM_HOME"

@@ -7,13 +7,13 @@ from typing import Any
 from prefect import Task
 from prefect.cache_policies import NO_CACHE
 
-from rlam_prefect.actions.spec import ActionSpec
-from rlam_prefect.actions.registry import get_action
 from rlam_prefect.actions.artifact import Artifact
-from rlam_prefect.execution.cache_policy import ActionCachePolicy
+from rlam_prefect.actions.registry import get_action
+from rlam_prefect.actions.spec import ActionSpec
 from rlam_prefect.core.errors import ReplayMismatchError
 from rlam_prefect.core.hashing import content_hash
 from rlam_prefect.core.home import HomeLayout
+from rlam_prefect.execution.cache_policy import ActionCachePolicy
 from rlam_prefect.planning.llm import LLMReply, complete
 
 _TASKS: dict[tuple[str, str, str], Task[..., Any]] = {}

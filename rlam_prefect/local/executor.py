@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import io
 import json
 import os
 import select
@@ -35,11 +36,20 @@ import socket
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
+from pathlib import Path
+from typing import Any, cast
 
 from rlam_prefect.core.home import HomeLayout
 from rlam_prefect.local.executor_client import (
-    MAX_CHILDREN, PROTOCOL, _CHILD_TERM_GRACE_S, _alive, _lock_path, fingerprint, read_state, socket_path, state_path,
+    _CHILD_TERM_GRACE_S,
+    MAX_CHILDREN,
+    PROTOCOL,
+    _alive,
+    _lock_path,
+    fingerprint,
+    read_state,
+    socket_path,
+    state_path,
 )
 
 Command = Callable[[list[str]], int]  # runs `rlam argv` in a child and returns its exit code
@@ -64,25 +74,26 @@ class _Executor:
         from rlam_prefect.local import server
 
         state = server.read_state(self.home)
-        return bool(state) and state.get("url") == self.api_url and _alive(state.get("supervisor_pid"))
+        return bool(state and state.get("url") == self.api_url and _alive(state.get("supervisor_pid")))
 
     def preload(self) -> None:
-        from rlam_prefect.local.backend import configure
         from rlam_prefect.actions.project import ACTION_MODULES_ENV
+        from rlam_prefect.local.backend import configure
 
         os.environ.pop(ACTION_MODULES_ENV, None)  # a user's own action modules are imported fresh in each child
         self.fingerprint = fingerprint()
         self.managed = not os.environ.get("PREFECT_API_URL")  # else the user's server, given to the client too
         self.api_url = configure(self.home)  # the server exists already: the client just used it
-        import prefect  # noqa: F401
-        import prefect.flow_engine  # noqa: F401
+        import prefect
+        import prefect.flow_engine
         import prefect.task_engine  # noqa: F401
 
         import rlam_prefect.prefect.flow  # noqa: F401
-        from rlam_prefect.actions.project import load_action_modules
+        from rlam_prefect.actions.project import find_project, load_action_modules
         from rlam_prefect.planning.llm import litellm_module
 
-        load_action_modules()
+        if find_project().actions:  # the project it was started from; a child of another project is refused as stale
+            load_action_modules()
         import sklearn.linear_model  # noqa: F401  (cached results unpickle estimators)
 
         litellm_module()  # the default planner is a litellm model
@@ -203,8 +214,9 @@ class _Executor:
                 env["PREFECT_HOME"] = str(self.home.prefect)
             os.environ.clear()
             os.environ.update(env)
-            sys.stdout.reconfigure(line_buffering=os.isatty(1))
-            sys.stderr.reconfigure(line_buffering=True)
+            # the interpreter's own streams (the fork's fds 0-2 were just replaced below them): TextIOWrappers
+            cast(io.TextIOWrapper, sys.stdout).reconfigure(line_buffering=os.isatty(1))
+            cast(io.TextIOWrapper, sys.stderr).reconfigure(line_buffering=True)
             sys.argv = ["rlam", *request["argv"]]
             code = self.command(list(request["argv"]))
         except SystemExit as exc:

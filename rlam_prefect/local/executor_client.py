@@ -6,13 +6,11 @@ runs before any heavy import, in every ``rlam run|replay|fork``.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import fcntl
 import hashlib
 import json
 import os
-import select
 import signal
 import socket
 import subprocess
@@ -96,7 +94,8 @@ def fingerprint(environ: dict[str, str] | None = None) -> str:
 
 def read_state(home: HomeLayout) -> dict[str, Any] | None:
     try:
-        return json.loads(state_path(home).read_text())
+        state: dict[str, Any] = json.loads(state_path(home).read_text())  # written by the executor as a JSON object
+        return state
     except (FileNotFoundError, json.JSONDecodeError):
         return None
 
@@ -153,7 +152,8 @@ def _read_line(reader: Any) -> dict[str, Any] | None:
     if not line:
         return None
     try:
-        return json.loads(line)
+        message: dict[str, Any] = json.loads(line)  # the protocol's messages are JSON objects
+        return message
     except json.JSONDecodeError:
         return None
 
@@ -176,7 +176,7 @@ def spawn(home: HomeLayout, environ: dict[str, str]) -> bool:
         subprocess.Popen(
             [sys.executable, "-m", "rlam_prefect.cli.executor_entry", "--home", str(home.root)],
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True, env=dict(environ), cwd=str(home.root),
+            start_new_session=True, env=dict(environ), cwd=os.getcwd(),  # the project whose actions it preloads
         )
     return True
 
@@ -192,8 +192,8 @@ def stop(home: HomeLayout, wait: float = 10.0) -> bool:
     state = read_state(home)
     if not state:
         return False
-    pid = state.get("pid")
-    if _alive(pid):
+    pid: int | None = state.get("pid")
+    if pid is not None and _alive(pid):
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + wait
         while _alive(pid) and time.monotonic() < deadline:

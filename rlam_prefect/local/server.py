@@ -23,6 +23,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +58,8 @@ def port_path(home: HomeLayout) -> Path:
 
 def read_state(home: HomeLayout) -> dict[str, Any] | None:
     try:
-        return json.loads(state_path(home).read_text())
+        state: dict[str, Any] = json.loads(state_path(home).read_text())  # written by the supervisor as a JSON object
+        return state
     except (FileNotFoundError, json.JSONDecodeError):
         return None
 
@@ -65,7 +67,7 @@ def read_state(home: HomeLayout) -> dict[str, Any] | None:
 def healthy(url: str, timeout: float = 1.0) -> bool:
     try:
         with urllib.request.urlopen(f"{url}/health", timeout=timeout) as response:
-            return response.status == 200
+            return bool(response.status == 200)  # urlopen's response is untyped
     except (urllib.error.URLError, OSError, ValueError):
         return False
 
@@ -90,12 +92,12 @@ def ensure_server(home: HomeLayout) -> str:
     state = read_state(home)
     if state and healthy(state["url"]):
         touch(home)
-        return state["url"]
+        return str(state["url"])
     with _start_lock(home):
         state = read_state(home)  # another client may have started it while we waited
         if state and healthy(state["url"]):
             touch(home)
-            return state["url"]
+            return str(state["url"])
         if state:
             _stop_pid(state.get("supervisor_pid"))
             state_path(home).unlink(missing_ok=True)
@@ -117,7 +119,7 @@ def stop(home: HomeLayout) -> bool:
 
 
 @contextlib.contextmanager
-def _start_lock(home: HomeLayout):
+def _start_lock(home: HomeLayout) -> Iterator[None]:
     with open(home.prefect / "server.lock", "a+b") as handle:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
         try:
@@ -143,7 +145,7 @@ def _start(home: HomeLayout) -> str:
     while time.monotonic() < deadline:
         state = read_state(home)
         if state and state.get("supervisor_pid") == process.pid and healthy(state["url"]):
-            return state["url"]
+            return str(state["url"])
         if process.poll() is not None:
             raise ServerError(f"the local Prefect server exited during start-up; see {log_path(home)}")
         time.sleep(0.2)
@@ -248,8 +250,8 @@ def _supervise(home: HomeLayout, port: int, idle_minutes: float) -> int:
             time.sleep(1.0)
     finally:
         _terminate(server)
-        state = read_state(home)
-        if state and state.get("supervisor_pid") == os.getpid():
+        recorded = read_state(home)
+        if recorded and recorded.get("supervisor_pid") == os.getpid():
             state_path(home).unlink(missing_ok=True)
     return 0
 

@@ -15,11 +15,12 @@ import math
 import random
 from typing import Any
 
-from rlam_prefect.planning.llm import stay_offline
+from rlam_prefect.planning.offline import stay_offline
 
 stay_offline()  # this module may be imported before llm.litellm_module() (tests, tools)
 
-from litellm import CustomLLM, ModelResponse  # noqa: E402
+from litellm import ModelResponse
+from litellm.llms.custom_llm import CustomLLM  # where it is defined: litellm re-exports it implicitly
 
 from rlam_prefect.core.hashing import canonical_json, sha256_hex
 from rlam_prefect.planning.prompt import read_state
@@ -71,7 +72,10 @@ def propose(state: dict[str, Any]) -> list[tuple[float, dict[str, Any]]]:
     budget = state.get("budget", {})
     remaining = int(budget.get("max_steps", 12)) - int(budget.get("steps_used", len(history)))
     available = set(state.get("available_artifacts", []))
-    target = float(state.get("goal", {}).get("target", 0.0))
+    goal = state.get("goal", {})
+    target = float(goal.get("threshold", goal.get("target", 0.0)))
+    metric = str(goal.get("metric", "accuracy"))
+    maximize = goal.get("direction", "maximize") != "minimize"
     last = history[-1] if history else None
 
     if last and last["status"] == "rejected":
@@ -100,12 +104,12 @@ def propose(state: dict[str, Any]) -> list[tuple[float, dict[str, Any]]]:
         return _train_candidates(history, pinned, "train a first model on the training split")
     if not evaluated_after_training:
         return [(1.0, _reply("evaluate_model", _with_pins("evaluate_model", {}, pinned), "measure held-out accuracy"))]
-    accuracy = _latest_accuracy(history)
-    if accuracy is not None and accuracy >= target:
-        return [(1.0, _reply("stop", {}, f"held-out accuracy {accuracy:.4f} meets the target {target}"))]
+    value = _latest_metric(history, metric)
+    if value is not None and (value >= target if maximize else value <= target):
+        return [(1.0, _reply("stop", {}, f"held-out {metric} {value:.4f} meets the goal {metric} {'>=' if maximize else '<='} {target}"))]
     if remaining < 2:
         return [(1.0, _reply("stop", {}, "not enough budget left to train and evaluate again"))]
-    candidates = _train_candidates(history, pinned, f"accuracy {accuracy} is below the target {target}; try another model")
+    candidates = _train_candidates(history, pinned, f"{metric} {value} does not meet the goal {metric} {'>=' if maximize else '<='} {target}; try another model")
     return candidates or [(1.0, _reply("stop", {}, "every configuration I know has been tried"))]
 
 
@@ -191,11 +195,11 @@ def _since_last(history: list[dict[str, Any]], action: str) -> list[dict[str, An
     return []
 
 
-def _latest_accuracy(history: list[dict[str, Any]]) -> float | None:
+def _latest_metric(history: list[dict[str, Any]], metric: str) -> float | None:
     for row in reversed(history):
         if row["action"] == "evaluate_model" and isinstance(row.get("output"), dict):
-            value = row["output"].get("accuracy")
-            return float(value) if value is not None else None
+            value = row["output"].get(metric)
+            return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
     return None
 
 

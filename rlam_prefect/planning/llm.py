@@ -10,10 +10,12 @@ import json
 import os
 import threading
 import time
+import urllib.parse
 from dataclasses import dataclass
 from typing import Any
 
 from rlam_prefect.core.errors import one_line
+from rlam_prefect.planning.offline import stay_offline
 
 HEURISTIC_MODEL = "rlam/heuristic"
 DEFAULT_TIMEOUT_S = 60.0
@@ -30,11 +32,6 @@ class LLMReply:
     completion_tokens: int | None = None
     error_type: str | None = None
     error_message: str | None = None
-
-
-def stay_offline() -> None:
-    """Before any import of litellm: read its model cost map from the package, not the internet."""
-    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 
 def litellm_module() -> Any:
@@ -93,7 +90,7 @@ def complete(model: str, messages: list[dict[str, str]], *, temperature: float, 
     started = time.perf_counter()
     try:
         response = litellm.completion(**kwargs)
-    except Exception as exc:  # noqa: BLE001 - every provider failure becomes a recorded failed decision
+    except Exception as exc:
         return LLMReply(None, time.perf_counter() - started, error_type=type(exc).__name__, error_message=one_line(exc))
     latency = time.perf_counter() - started
     usage = getattr(response, "usage", None)
@@ -104,6 +101,44 @@ def complete(model: str, messages: list[dict[str, str]], *, temperature: float, 
         getattr(usage, "prompt_tokens", None),
         getattr(usage, "completion_tokens", None),
     )
+
+
+IN_PROCESS = "in-process"  # the endpoint recorded for a model served inside rlam (rlam/heuristic)
+
+
+def endpoint(model: str) -> str | None:
+    """The server a planner call to ``model`` goes to, without credentials, for the decisions table.
+
+    litellm takes the base URL from ``litellm.api_base``, then ``<PROVIDER>_BASE_URL`` /
+    ``<PROVIDER>_API_BASE`` (e.g. ``OPENAI_API_BASE``), then the provider's default. User info, query
+    and fragment are dropped, so a key passed in the URL is never recorded. None: litellm knows
+    no URL for this provider (it then uses the provider SDK's default).
+    """
+    if model.startswith("rlam/"):
+        return IN_PROCESS
+    provider = model.split("/", 1)[0].upper().replace("-", "_")
+    litellm = litellm_module()
+    base = getattr(litellm, "api_base", None) or os.environ.get(f"{provider}_BASE_URL") or os.environ.get(f"{provider}_API_BASE")
+    if not base:
+        try:
+            base = litellm.get_api_base(model, {})
+        except Exception:  # an unknown provider has no default URL
+            base = None
+    return without_credentials(base) if base else None
+
+
+def without_credentials(url: str) -> str:
+    """``scheme://host[:port]/path`` of ``url``: user, password, query and fragment removed."""
+    parts = urllib.parse.urlsplit(url.strip())
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"  # IPv6 literal
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    netloc = f"{host}:{port}" if port else host
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 MOCK_ENV = "RLAM_PLANNER_MOCK_RESPONSE"
@@ -127,7 +162,8 @@ def _next_mock_response() -> str | None:
     with _lock:
         index = _state.setdefault("mock_index", 0)
         _state["mock_index"] = index + 1
-    return replies[min(index, len(replies) - 1)]
+    reply: str = replies[min(index, len(replies) - 1)]  # every item was checked to be a str
+    return reply
 
 
 def calls_so_far() -> int:
@@ -142,6 +178,6 @@ def calls_seen(timeout: float = 5.0) -> int:
         with _lock:
             started, counted = _state["started"], _state["counted"]
         if counted >= started or time.monotonic() > deadline:
-            return counted
+            return int(counted)
         time.sleep(0.01)
 

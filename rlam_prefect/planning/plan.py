@@ -12,16 +12,17 @@ import os
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
-from rlam_prefect.actions.registry import get_action
+from rlam_prefect.actions.files import check_files_unchanged
 from rlam_prefect.actions.project import fixed_order, load_action_modules
+from rlam_prefect.actions.registry import get_action
 from rlam_prefect.core.errors import UsageError
 from rlam_prefect.planning.llm import MOCK_ENV
 from rlam_prefect.planning.planner import FIXED_PLANNER, LLMPlanner, PlannerCall, PlannerOptions, default_planner
-from rlam_prefect.planning.sources import Chained, DecisionSource, FixedOrder, PlannerDecisions, RecordedDecisions
 from rlam_prefect.planning.policy import Policy, resolve_policy
 from rlam_prefect.planning.requests import ForkRequest, ReplayRequest, Request, RunRequest
+from rlam_prefect.planning.sources import Chained, DecisionSource, FixedOrder, PlannerDecisions, RecordedDecisions
 from rlam_prefect.record.store import TraceStore
 
 
@@ -140,7 +141,17 @@ def _prepare_replay(store: TraceStore, request: ReplayRequest) -> RunPlan:
     parent_run = store.run(parent)
     modules = _load_recorded_modules(parent_run)
     options = PlannerOptions.from_json(parent_run.get("planner_options"), parent_run.get("planner") or FIXED_PLANNER)
-    return RunPlan(request.run_id or new_run_id(), "replay", options, {}, modules, parent, None, False, (), _recorded_steps(store, parent))
+    steps = _recorded_steps(store, parent)
+    _check_recorded_files(steps)
+    return RunPlan(request.run_id or new_run_id(), "replay", options, {}, modules, parent, None, False, (), steps)
+
+
+def _check_recorded_files(steps: list[dict[str, Any]]) -> None:
+    """A replay of a run whose data file changed fails now, naming the file and both digests; nothing is written."""
+    for row in steps:
+        if row.get("files_read") and row["status"] in ("executed", "cached"):
+            spec = get_action(row["action"])
+            check_files_unchanged(spec.file_digests(json.loads(row["params"])), row, f"step {row['step']} {row['action']}")
 
 
 def _prepare_fork(store: TraceStore, request: ForkRequest) -> RunPlan:
@@ -188,8 +199,6 @@ def _planner_options(model: str, tuning: Mapping[str, Any], base: PlannerOptions
         raise UsageError(f"seed {options.seed} must be a non-negative integer")
     if not 1 <= options.max_steps <= 200:
         raise UsageError(f"max_steps {options.max_steps} is out of range 1..200")
-    if not 0.0 <= options.target_accuracy <= 1.0:
-        raise UsageError(f"target accuracy {options.target_accuracy} is out of range 0..1")
     _check_provider_key(model)
     return options
 
@@ -205,7 +214,7 @@ def _check_provider_key(model: str) -> None:
         del os.environ[name]
     try:
         check = litellm_module().validate_environment(model=model)
-    except Exception as exc:  # noqa: BLE001 - litellm does not know the model: say so
+    except Exception as exc:
         raise UsageError(f"planner {model!r} is not a model litellm knows ({type(exc).__name__}: {exc})") from None
     finally:
         os.environ.update(empty)
@@ -234,8 +243,8 @@ def _validate_overrides(
         spec = get_action(action)
         if upcoming is not None and action not in upcoming:
             raise UsageError(f"--set {action}.*: {action} does not run at or after the chosen step, so the override would change nothing")
-        base = next((json.loads(s["params"]) for s in recorded if s["action"] == action and s.get("params")), {})
-        spec.validate_params({**base, **params})
+        base: dict[str, Any] = next((json.loads(s["params"]) for s in recorded if s["action"] == action and s.get("params")), {})
+        spec.file_digests(spec.validate_params({**base, **params}))  # a missing, unreadable or empty data file: one line, nothing written
 
 
 def _validate_injections(actions: Iterable[str]) -> None:

@@ -15,10 +15,11 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from rlam_prefect.actions.registry import registered_actions
-from rlam_prefect.planning.replies import STOP, InvalidDecision, parse_reply
 from rlam_prefect.core.hashing import canonical_json
-from rlam_prefect.planning.llm import HEURISTIC_MODEL, LLMReply
+from rlam_prefect.planning.goal import DEFAULT_GOAL, Goal
+from rlam_prefect.planning.llm import HEURISTIC_MODEL, LLMReply, endpoint
 from rlam_prefect.planning.prompt import PlannerState, build_messages, prompt_hash
+from rlam_prefect.planning.replies import STOP, InvalidDecision, parse_reply
 
 if TYPE_CHECKING:
     from rlam_prefect.planning.policy import Policy
@@ -37,11 +38,13 @@ class PlannerOptions:
     seed: int | None = 0
     max_steps: int = 12
     max_rejections: int = 3
-    target_accuracy: float = 0.97
+    goal: str = DEFAULT_GOAL  # METRIC>=NUMBER or METRIC<=NUMBER (planning/goal.py)
 
     @classmethod
     def from_json(cls, text: str | None, model: str) -> PlannerOptions:
         data = json.loads(text) if text else {}
+        if "goal" not in data and data.get("target_accuracy") is not None:  # recorded before goals were general
+            data["goal"] = Goal("accuracy", ">=", float(data["target_accuracy"])).text
         return cls(model=model, **{k: v for k, v in data.items() if k in cls.__dataclass_fields__ and k != "model"})
 
     def to_json(self) -> str:
@@ -92,7 +95,7 @@ class LLMPlanner:
             history=history,
             pinned=self.pinned,
             max_steps=self.max_steps,
-            target_accuracy=self.options.target_accuracy,
+            goal=Goal.parse(self.options.goal),
             policy=self.policy.to_dict() if self.policy else None,
             rejection=history[-1]["error_message"] if history and history[-1]["status"] == "rejected" else None,
         )
@@ -109,6 +112,7 @@ class LLMPlanner:
             "latency_s": reply.latency_s,
             "prompt_tokens": reply.prompt_tokens,
             "completion_tokens": reply.completion_tokens,
+            "endpoint": endpoint(self.options.model),
         }
         if reply.error_type:
             reason = f"the planner call failed: {reply.error_type}: {reply.error_message}"

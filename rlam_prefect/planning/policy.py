@@ -2,8 +2,10 @@
 
 A policy narrows the action space; it never widens it. Its rules: ``allowed_actions``, ``params``
 (bounds tighter than an action's schema: ``min``, ``max``, ``choices``), ``max_steps``,
-``max_retrains`` (how often the retrain action may run again after its first success) and
-``require_approval`` (actions a person must approve). A decision that breaks a rule becomes a
+``max_retrains`` (how often the retrain action may run again after its first success),
+``require_approval`` (actions a person must approve) and ``file_roots`` (the directories or URL
+prefixes such as ``s3://bucket/data/`` from which a planner may choose a data file itself; without
+it a data file is the user's choice only). A decision that breaks a rule becomes a
 recorded ``rejected`` step naming it. The policy's content hash is recorded with every run.
 """
 
@@ -19,7 +21,7 @@ from typing import Any
 from rlam_prefect.core.errors import UsageError
 
 POLICY_ENV = "RLAM_POLICY"
-RULES = ("allowed_actions", "params", "max_steps", "max_retrains", "retrain_action", "require_approval")
+RULES = ("allowed_actions", "params", "max_steps", "max_retrains", "retrain_action", "require_approval", "file_roots")
 BOUNDS = ("min", "max", "choices")
 SUCCEEDED = ("executed", "cached")
 
@@ -32,6 +34,7 @@ class Policy:
     max_retrains: int | None = None
     retrain_action: str = "train_model"
     require_approval: tuple[str, ...] = ()  # action names, or "all"
+    file_roots: tuple[str, ...] = ()  # directories / URL prefixes a planner may pick data files from
 
     @classmethod
     def from_mapping(cls, data: Any, source: str = "policy") -> Policy:
@@ -54,6 +57,11 @@ class Policy:
         if not isinstance(retrain, str) or retrain not in known:
             raise UsageError(f"{source}: retrain_action {retrain!r} is not a known action")
         params = _bounds(data.get("params") or {}, source, known)
+        roots = data.get("file_roots") or []
+        if isinstance(roots, str):
+            roots = [roots]
+        if not isinstance(roots, list) or not all(isinstance(r, str) and r.strip() for r in roots):
+            raise UsageError(f"{source}: file_roots must be a list of directories or URL prefixes")
         return cls(
             allowed_actions=allowed,
             params=params,
@@ -61,6 +69,7 @@ class Policy:
             max_retrains=_count(data.get("max_retrains"), "max_retrains", source, minimum=0),
             retrain_action=retrain,
             require_approval=approval,
+            file_roots=tuple(sorted({_root(r) for r in roots})),
         )
 
     @classmethod
@@ -77,6 +86,8 @@ class Policy:
             "retrain_action": self.retrain_action,
             "require_approval": list(self.require_approval),
         }
+        if self.file_roots:  # absent when unused: policies recorded before the rule existed keep their hash
+            data["file_roots"] = list(self.file_roots)
         return data
 
     def to_json(self) -> str:
@@ -109,6 +120,43 @@ class Policy:
             if done > self.max_retrains:
                 return f"max_retrains: {action} already ran {done} times; the policy allows {self.max_retrains} retrain(s)"
         return None
+
+
+def file_choice_violation(
+    policy: Policy | None, action: str, chosen: Mapping[str, str], user_given: Mapping[str, set[str]]
+) -> str | None:
+    """The rule a planner breaks by choosing data file ``chosen`` ({param: path}) itself, or None.
+
+    A path the user gave (a pin, the action's default, or a path of the run being forked) is the
+    user's choice; any other path must lie under one of the policy's ``file_roots``.
+    """
+    for param, path in chosen.items():
+        if path in user_given.get(param, set()):
+            continue
+        roots = policy.file_roots if policy else ()
+        if any(_within(path, root) for root in roots):
+            continue
+        where = f"under file_roots ({', '.join(roots)})" if roots else "and the policy names no file_roots"
+        return (
+            f"file_roots: the planner may not choose the data file {action}.{param}={path!r}: it is not the user's choice {where}; "
+            f"set it with --set {action}.{param}=... or list allowed directories in the policy's file_roots"
+        )
+    return None
+
+
+def _root(root: str) -> str:
+    root = root.strip()
+    if "://" in root and not root.startswith("file://"):
+        return root.rstrip("/") + "/"
+    return str(Path(root.removeprefix("file://")).expanduser().resolve())
+
+
+def _within(path: str, root: str) -> bool:
+    if "://" in root:
+        return "://" in path and not path.startswith("file://") and path.startswith(root) and "/../" not in path[len(root) - 1 :]
+    if "://" in path and not path.startswith("file://"):
+        return False
+    return Path(path.removeprefix("file://")).expanduser().resolve().is_relative_to(root)
 
 
 def load_policy(path: str | os.PathLike[str]) -> Policy:

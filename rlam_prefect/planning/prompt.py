@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rlam_prefect.actions.spec import ActionSpec
-from rlam_prefect.record.compare import succeeded
 from rlam_prefect.core.hashing import canonical_json
+from rlam_prefect.planning.goal import DEFAULT_GOAL, Goal
+from rlam_prefect.record.compare import succeeded
 
 STATE_BEGIN = "<<<STATE"
 STATE_END = "STATE>>>"
@@ -34,19 +35,13 @@ class PlannerState:
     history: list[dict[str, Any]]
     pinned: dict[str, dict[str, Any]] = field(default_factory=dict)
     max_steps: int = 12
-    target_accuracy: float = 0.97
+    goal: Goal = field(default_factory=lambda: Goal.parse(DEFAULT_GOAL))
     rejection: str | None = None  # why the previous reply was rejected, if it was
     policy: dict[str, Any] | None = None  # the execution policy's rules (a rejected step names the one broken)
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "goal": {
-                "metric": "accuracy",
-                "target": self.target_accuracy,
-                "text": "Load, analyze and preprocess the data, train a classifier and evaluate it on the held-out "
-                "split. If accuracy is below the target, try other models or parameters within the step budget, "
-                "then stop.",
-            },
+            "goal": self.goal.to_prompt(),
             "budget": {"max_steps": self.max_steps, "steps_used": len(self.history)},
             "available_artifacts": sorted(_available(self.history)),
             "pinned_params": self.pinned,
@@ -79,7 +74,8 @@ def read_state(messages: list[dict[str, Any]]) -> dict[str, Any]:
         content = message.get("content")
         if isinstance(content, str) and STATE_BEGIN in content:
             body = content.split(STATE_BEGIN, 1)[1].rsplit(STATE_END, 1)[0]
-            return json.loads(body)
+            state: dict[str, Any] = json.loads(body)  # build_messages writes the state as a JSON object
+            return state
     raise ValueError("no state block in the prompt")
 
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 from rlam_prefect.core.errors import UsageError
+from rlam_prefect.planning.goal import goal_of_options
 
 Overrides = Mapping[str, Mapping[str, Any]]
 
@@ -24,10 +25,12 @@ class PlannerSettings:
     temperature: float | None = None
     seed: int | None = None
     max_steps: int | None = None
-    target_accuracy: float | None = None
+    target_accuracy: float | None = None  # older spelling of goal=f"accuracy>={value}"
+    goal: str | None = None  # METRIC>=NUMBER or METRIC<=NUMBER, e.g. "accuracy>=0.97", "rmse<=0.5"
 
     def tuning(self) -> dict[str, Any]:
-        return {"temperature": self.temperature, "seed": self.seed, "max_steps": self.max_steps, "target_accuracy": self.target_accuracy}
+        goal = goal_of_options(self.goal, self.target_accuracy) if (self.goal, self.target_accuracy) != (None, None) else None
+        return {"temperature": self.temperature, "seed": self.seed, "max_steps": self.max_steps, "goal": goal}
 
     def is_default(self) -> bool:
         return self.model is None and all(v is None for v in self.tuning().values())
@@ -70,7 +73,7 @@ class ForkRequest:
     run_id: str | None = None
 
 
-Request = Union[RunRequest, ReplayRequest, ForkRequest]
+Request = RunRequest | ReplayRequest | ForkRequest
 
 
 def request_from_parameters(
@@ -81,6 +84,7 @@ def request_from_parameters(
     seed: int | None = None,
     max_steps: int | None = None,
     target_accuracy: float | None = None,
+    goal: str | None = None,
     overrides: Overrides | None = None,
     replay_of: str | None = None,
     fork_of: str | None = None,
@@ -92,7 +96,7 @@ def request_from_parameters(
     approval_timeout: int | None = None,
 ) -> Request:
     """The deployment flow's flat parameters (what the Prefect UI's form fills) as a typed request."""
-    settings = PlannerSettings(planner, temperature, seed, max_steps, target_accuracy)
+    settings = PlannerSettings(planner, temperature, seed, max_steps, target_accuracy, goal)
     governance = Governance(policy, tuple(dict.fromkeys(approve or ())), approval_timeout)
     inject = tuple(dict.fromkeys(inject_failures or ()))
     if replay_of and fork_of:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rlam_prefect.core.errors import UsageError
-from rlam_prefect.planning.plan import RunPlan, new_run_id, parse_overrides, parse_value, prepare_plan
+from rlam_prefect.planning.plan import RunPlan, new_run_id, parse_overrides, prepare_plan
 from rlam_prefect.planning.requests import ForkRequest
 from rlam_prefect.record.store import TraceStore
 

@@ -40,6 +40,9 @@ def metrics_table(run: dict[str, Any]) -> list[dict[str, Any]]:
     """The run's status and its last evaluation's metrics, one row each."""
     metrics = json.loads(run["metrics"]) if run.get("metrics") else {}
     rows: list[dict[str, Any]] = [{"metric": "status", "value": str(run["status"])}]
+    options = json.loads(run["planner_options"]) if run.get("planner_options") else {}
+    if options.get("goal") and run.get("planner") != "fixed":
+        rows.append({"metric": "goal", "value": str(options["goal"])})
     rows += [{"metric": str(k), "value": _plain(v)} for k, v in metrics.items()]
     return rows
 
@@ -145,7 +148,7 @@ def publish_audit_artifact(audit: dict[str, Any]) -> UUID:
     from rlam_prefect.record.audit import audit_markdown
 
     text = audit_markdown(audit)[:200_000]  # bounded: far below the size whose event is dropped
-    return create_markdown_artifact(text, key=AUDIT_KEY, description=audit["message"][:500], _sync=True)  # type: ignore[call-arg]
+    return create_markdown_artifact(text, key=AUDIT_KEY, description=audit["message"][:500], _sync=True)  # type: ignore[call-arg, return-value]  # sync_compatible takes _sync (undeclared); with it the call returns the UUID, not a coroutine
 
 
 def flow_run_name() -> str:

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect import flow
-from prefect.states import Failed, State
+from prefect import State, flow
+from prefect.states import Failed
 
-from rlam_prefect.prefect.flow import rlam_flow
-from rlam_prefect.record.audit import judge_replay, select_runs, summarize
 from rlam_prefect.core.home import HomeLayout
 from rlam_prefect.planning.plan import new_run_id
 from rlam_prefect.prefect.artifacts import publish_audit_artifact
+from rlam_prefect.prefect.flow import rlam_flow
+from rlam_prefect.record.audit import judge_replay, select_runs, summarize
 from rlam_prefect.record.store import TraceStore
 
 

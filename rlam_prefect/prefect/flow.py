@@ -17,14 +17,14 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from prefect import flow
+from prefect import State, flow
 from prefect.runtime import flow_run
-from prefect.states import Failed, State
+from prefect.states import Failed
 
 from rlam_prefect.core.errors import RLamError, one_line
+from rlam_prefect.core.home import HomeLayout
 from rlam_prefect.execution.run_log import RunLog
 from rlam_prefect.execution.session import RunSession
-from rlam_prefect.core.home import HomeLayout
 from rlam_prefect.planning.plan import prepare_plan
 from rlam_prefect.planning.requests import request_from_parameters
 from rlam_prefect.prefect.artifacts import flow_run_name, name_flow_run, publish_run_artifacts, run_tags
@@ -41,6 +41,7 @@ async def rlam_flow(
     max_steps: int | None = None,
     target_accuracy: float | None = None,
     overrides: dict[str, dict[str, Any]] | None = None,
+    goal: str | None = None,
     replay_of: str | None = None,
     fork_of: str | None = None,
     fork_step: int | None = None,
@@ -61,8 +62,9 @@ async def rlam_flow(
         temperature: Planner sampling temperature. Empty: 0, or the parent's in a fork.
         seed: Planner seed, where the provider accepts one. Empty: 0, or the parent's in a fork.
         max_steps: Step budget. Empty: 12, or the parent's in a fork.
-        target_accuracy: Held-out accuracy the planner works towards. Empty: 0.97, or the parent's in a fork.
+        target_accuracy: Older spelling of goal accuracy>=VALUE. Empty: see goal.
         overrides: Parameters to pin, as JSON {"action": {"param": value}}, e.g. {"train_model": {"C": 0.1}}. In a fork they apply from fork_step on.
+        goal: What the planner works towards, METRIC>=NUMBER or METRIC<=NUMBER over the evaluation's metrics, e.g. accuracy>=0.97. Empty: accuracy>=0.97, or the parent's in a fork.
         replay_of: Run id (or an unambiguous prefix) to replay: every step from the verified cache, nothing executed. Set nothing else with it.
         fork_of: Run id (or an unambiguous prefix) to fork: its steps before fork_step are reused from the cache, never executed.
         fork_step: With fork_of: the first step to decide and execute again (1 re-does everything).
@@ -77,7 +79,7 @@ async def rlam_flow(
         try:
             request = request_from_parameters(
                 run_id=run_id, planner=planner, temperature=temperature, seed=seed, max_steps=max_steps,
-                target_accuracy=target_accuracy, overrides=overrides, replay_of=replay_of, fork_of=fork_of,
+                target_accuracy=target_accuracy, goal=goal, overrides=overrides, replay_of=replay_of, fork_of=fork_of,
                 fork_step=fork_step, pin_decisions=pin_decisions, inject_failures=inject_failures, policy=policy,
                 approve=approve, approval_timeout=approval_timeout,
             )

@@ -37,7 +37,7 @@ def flow_parameters(plan: RunPlan) -> dict[str, Any]:
             temperature=options.temperature,
             seed=options.seed,
             max_steps=options.max_steps,
-            target_accuracy=options.target_accuracy,
+            goal=options.goal,
         )
     return params
 
@@ -62,7 +62,7 @@ def call_flow(params: dict[str, Any]) -> Any:
 
     def run() -> Any:
         with shared_sync_client(), tags(*labels):
-            return asyncio.run(rlam_flow(**params, return_state=True))  # an async flow: see flow.py
+            return asyncio.run(rlam_flow(**params, return_state=True))  # type: ignore[arg-type]  # an async flow (see flow.py): calling it returns a coroutine, which prefect types as Awaitable
 
     try:
         asyncio.get_running_loop()

@@ -13,11 +13,11 @@ import os
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, task
+from prefect import State, flow, task
 from prefect.cache_policies import NO_CACHE
-from prefect.states import Failed, State
+from prefect.states import Failed
 from prefect.transactions import CommitMode, transaction
-from prefect_dask import DaskTaskRunner
+from prefect_dask.task_runners import DaskTaskRunner
 
 from rlam_prefect.core.errors import UsageError
 from rlam_prefect.core.home import HOME_ENV, HomeLayout

@@ -24,6 +24,20 @@ def outcome(row: dict[str, Any]) -> tuple[str, str, str | None]:
     return row["action"], "ok" if succeeded(row) else row["status"], row.get("output_hash")
 
 
+def is_metrics_kind(kind: str | None) -> bool:
+    """A metrics artifact: its type's name ends in ``Metrics`` (the seed's ``Metrics``, a user's ``RegressionMetrics``...)."""
+    return bool(kind) and str(kind).endswith("Metrics")
+
+
+def run_metrics(history: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run's metrics: the summary of its last metrics artifact (what ``rlam show``, diff and artifacts report)."""
+    for row in reversed(history):
+        if is_metrics_kind(row.get("output_kind")) and row.get("summary"):
+            metrics: dict[str, Any] = json.loads(row["summary"]) if isinstance(row["summary"], str) else dict(row["summary"])
+            return metrics
+    return {}
+
+
 def key_differences(a: dict[str, Any], b: dict[str, Any]) -> list[dict[str, Any]]:
     """What differs between two steps' keys, part by part (empty: same key)."""
     differences: list[dict[str, Any]] = []
@@ -38,6 +52,11 @@ def key_differences(a: dict[str, Any], b: dict[str, Any]) -> list[dict[str, Any]
     moved = sorted(k for k in set(inputs_a) | set(inputs_b) if inputs_a.get(k) != inputs_b.get(k))
     if moved:
         differences.append({"part": "input artifacts", "detail": ", ".join(f"{k} {str(inputs_b.get(k))[7:19]} -> {str(inputs_a.get(k))[7:19]}" for k in moved), "inputs": moved})
+    files_a, files_b = _json(a.get("files_read")), _json(b.get("files_read"))
+    files_moved = sorted(k for k in set(files_a) | set(files_b) if (files_a.get(k) or {}).get("digest") != (files_b.get(k) or {}).get("digest"))
+    if files_moved:
+        detail = ", ".join(f"{k} {(files_b.get(k) or {}).get('path')} {str((files_b.get(k) or {}).get('digest'))[7:19]} -> {str((files_a.get(k) or {}).get('digest'))[7:19]}" for k in files_moved)
+        differences.append({"part": "data files", "detail": detail, "files": files_moved})
     if a.get("code_version") != b.get("code_version"):
         differences.append({"part": "code version", "detail": f"{str(b.get('code_version'))[7:19]} -> {str(a.get('code_version'))[7:19]}"})
     if a.get("env_hash") != b.get("env_hash"):

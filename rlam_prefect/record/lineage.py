@@ -63,6 +63,9 @@ def ancestors(store: TraceStore, run: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def producers(steps: list[dict[str, Any]], step: dict[str, Any]) -> dict[str, int]:
+    if step.get("inputs_from"):  # recorded from Prefect's own task inputs (a tracked flow): exact, not matched by value
+        recorded: dict[str, list[int]] = json.loads(step["inputs_from"])
+        return {(name if len(sources) == 1 else f"{name}[{i}]"): source for name, sources in recorded.items() for i, source in enumerate(sources)}
     found = {}
     for name, digest in json.loads(step.get("input_hashes") or "{}").items():
         for earlier in reversed(steps[: step["step"] - 1]):

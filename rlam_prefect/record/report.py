@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, cast
 
 from rlam_prefect.record.compare import outcome
 from rlam_prefect.record.store import TraceStore
@@ -21,6 +21,7 @@ def run_report(store: TraceStore, run_id: str) -> dict[str, Any]:
         "pipeline": run["pipeline"],
         "mode": run["mode"],
         "planner": run["planner"],
+        "goal": goal_of(run.get("planner_options")),
         "steps": [_step_entry(s) for s in steps],
         "executed": sum(s["status"] == "executed" for s in steps),
         "cached": sum(s["status"] == "cached" for s in steps),
@@ -65,7 +66,7 @@ def _differences(replayed: list[dict[str, Any]], original: list[dict[str, Any]])
         differences.append(
             {
                 "step": position + 1,
-                "action": (a or b)["action"],
+                "action": cast(dict[str, Any], a or b)["action"],  # position < the longer list's length: one of them exists
                 "replay": {"status": a["status"], "output_hash": a["output_hash"], "error": a["error_message"]} if a else None,
                 "original": {"status": b["status"], "output_hash": b["output_hash"]} if b else None,
             }
@@ -87,10 +88,20 @@ def runs_table(store: TraceStore, limit: int | None = None) -> list[dict[str, An
             "executed": r["executed"],
             "cached": r["cached"],
             "metrics": json.loads(r["metrics"]) if r.get("metrics") else {},
+            "goal": goal_of(r.get("planner_options")),
             "started_at": _iso(r["started_at"]),
         }
         for r in rows
     ]
+
+
+def goal_of(planner_options: str | None) -> str | None:
+    """The goal a run's planner worked towards (runs recorded before goals were general: accuracy>=target)."""
+    options = json.loads(planner_options) if planner_options else {}
+    if options.get("goal"):
+        return str(options["goal"])
+    target = options.get("target_accuracy")
+    return f"accuracy>={target:g}" if isinstance(target, (int, float)) else None
 
 
 def _iso(value: Any) -> str | None:

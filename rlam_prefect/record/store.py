@@ -12,13 +12,14 @@ the files read one by one, to name the damaged one.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import os
 import socket
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -28,11 +29,15 @@ import pyarrow.parquet as pq
 from rlam_prefect.core.errors import TraceCorruptError, UnknownRunError, one_line
 from rlam_prefect.core.home import HomeLayout
 from rlam_prefect.core.secrets import redact, secret_values
+from rlam_prefect.record.records import DecisionRecord, Record, ResultRecord, RunEvent, StepRecord
 from rlam_prefect.record.schema import TABLES
+
+R = TypeVar("R", bound=Record)
+T = TypeVar("T")
 
 
 def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 class TraceStore:
@@ -40,38 +45,56 @@ class TraceStore:
         self.home = home
         self.root = home.traces
         self.uncompacted_runs = 0  # set by runs()
+        self._tables_ensured = False
 
     # ---- writing -------------------------------------------------------------------------
 
     def append(self, table: str, rows: list[Mapping[str, Any]], *, partition: str, name: str) -> Path:
         """Write ``rows`` as one new file; raises FileExistsError instead of replacing a file."""
+        self.ensure_tables()
         return _write_new(self.root / table / partition, name, _arrow_rows(table, rows))
 
-    def append_run_event(self, row: Mapping[str, Any]) -> None:
-        event = row["event"]
-        self.append("runs", [{**row, "recorded_at": utcnow()}], partition=row["run_id"], name=f"{_EVENT_ORDER[event]}-{event}")
+    def ensure_tables(self) -> None:
+        """Every table exists with its schema from the first write on (a run with no planner call too).
 
-    def append_step(self, row: Mapping[str, Any]) -> None:
-        self.append(
-            "steps",
-            [{**row, "recorded_at": utcnow()}],
-            partition=row["run_id"],
-            name=f"step-{row['step']:05d}-{uuid.uuid4().hex[:8]}",
-        )
+        A table nothing was written to yet gets one zero-row file, ``<table>/_schema.parquet``, so
+        ``read_parquet('traces/<table>/**/*.parquet')`` works on any home. It is written like any
+        trace file (never replaces one) and only where the table's directory does not exist yet;
+        this store's readers skip it (its name starts with ``_``).
+        """
+        if self._tables_ensured:
+            return
+        for table, schema in TABLES.items():
+            if (self.root / table).exists():
+                continue
+            try:
+                _write_new(self.root / table, SCHEMA_FILE, schema.empty_table())
+            except FileExistsError:
+                pass  # another process made it first
+        self._tables_ensured = True
 
-    def append_decision(self, row: Mapping[str, Any]) -> None:
-        self.append(
-            "decisions",
-            [{**row, "recorded_at": utcnow()}],
-            partition=row["run_id"],
-            name=f"decision-{row['step']:05d}-{uuid.uuid4().hex[:8]}",
-        )
+    def append_run_event(self, record: RunEvent | Mapping[str, Any]) -> None:
+        row = _typed(RunEvent, record)
+        row.recorded_at = utcnow()
+        run_id, event = _required(row, "run_id", row.run_id), _required(row, "event", row.event)
+        self.append("runs", [row.to_row()], partition=run_id, name=f"{_EVENT_ORDER[event]}-{event}")
 
-    def put_result_record(self, row: Mapping[str, Any]) -> bool:
+    def append_step(self, record: StepRecord | Mapping[str, Any]) -> None:
+        row = _typed(StepRecord, record)
+        row.recorded_at = utcnow()
+        self.append("steps", [row.to_row()], partition=_required(row, "run_id", row.run_id), name=f"step-{row.step:05d}-{uuid.uuid4().hex[:8]}")
+
+    def append_decision(self, record: DecisionRecord | Mapping[str, Any]) -> None:
+        row = _typed(DecisionRecord, record)
+        row.recorded_at = utcnow()
+        self.append("decisions", [row.to_row()], partition=_required(row, "run_id", row.run_id), name=f"decision-{row.step:05d}-{uuid.uuid4().hex[:8]}")
+
+    def put_result_record(self, record: ResultRecord | Mapping[str, Any]) -> bool:
         """Index a stored result under its cache key. False if the key is already indexed."""
-        key = row["cache_key"]
+        row = _typed(ResultRecord, record)
+        cache_key = _required(row, "cache_key", row.cache_key)
         try:
-            self.append("results", [row], partition=key[:2], name=key)
+            self.append("results", [row.to_row()], partition=cache_key[:2], name=cache_key)
         except FileExistsError:
             return False
         return True
@@ -175,11 +198,13 @@ class TraceStore:
         return _read_files(_parquet_files(directory), table)
 
     def _read_partition(self, table: str, partition: str) -> list[dict[str, Any]]:
-        return self._partition_table(table, partition).to_pylist()
+        rows: list[dict[str, Any]] = self._partition_table(table, partition).to_pylist()  # pyarrow is untyped
+        return rows
 
 
 _EVENT_ORDER = {"start": "00", "end": "01"}
 SEGMENTS = "_segments"  # traces/_segments/<table>/: consolidated copies written by `rlam compact`
+SCHEMA_FILE = "_schema"  # traces/<table>/_schema.parquet: zero rows, the table's schema (see ensure_tables)
 
 
 def _write_new(directory: Path, name: str, data: pa.Table) -> Path:
@@ -197,6 +222,24 @@ def _write_new(directory: Path, name: str, data: pa.Table) -> Path:
         tmp.unlink(missing_ok=True)
     _fsync_dir(directory)
     return final
+
+
+def _typed(kind: type[R], record: R | Mapping[str, Any]) -> R:
+    """The record itself, or a mapping read as one (a column the table does not have is an error)."""
+    if isinstance(record, kind):
+        return dataclasses.replace(record)  # a copy: recorded_at is set on it, not on the caller's
+    try:
+        # not an instance of kind, so the mapping of the signature (mypy does not narrow a TypeVar on a failed isinstance)
+        return kind(**cast(Mapping[str, Any], record))
+    except TypeError as exc:
+        raise TypeError(f"not a {kind.__name__}: {exc}") from None
+
+
+def _required(record: Record, column: str, value: T | None) -> T:
+    """A column the file's location is made of: a record without it cannot be written."""
+    if value is None:
+        raise ValueError(f"a {type(record).__name__} needs a {column} to be written")
+    return value
 
 
 def _arrow_rows(table: str, rows: list[Mapping[str, Any]]) -> pa.Table:
@@ -291,7 +334,8 @@ def _read_file(path: Path, table: str) -> list[dict[str, Any]]:
         for field in schema:  # files written before a column existed read it as nulls
             if field.name not in data.column_names:
                 data = data.append_column(field.name, pa.nulls(data.num_rows, field.type))
-        return data.select(schema.names).cast(schema).to_pylist()
+        rows: list[dict[str, Any]] = data.select(schema.names).cast(schema).to_pylist()  # pyarrow is untyped
+        return rows
     except (OSError, pa.ArrowException, ValueError) as exc:  # UnicodeDecodeError is a ValueError
         raise TraceCorruptError(f"trace file {path} cannot be read ({one_line(exc, 200)}); it was left as it is") from None
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from rlam_prefect.record.compare import succeeded
-from rlam_prefect.core.errors import StoredResultError
+from rlam_prefect.core.errors import StoredResultError, one_line
 from rlam_prefect.core.hashing import content_hash
 from rlam_prefect.core.home import HomeLayout
+from rlam_prefect.record.compare import succeeded
 from rlam_prefect.record.results import ResultGuard
 from rlam_prefect.record.store import TraceStore
 
@@ -42,7 +42,12 @@ def _check_step(store: TraceStore, guard: ResultGuard, step: dict[str, Any]) -> 
         guard.verify(key, record, what)
     except StoredResultError as exc:
         return {"result": "missing" if "missing" in str(exc) else "tampered", "detail": str(exc)}
-    recomputed = content_hash(_load(guard, key).value)  # safe: the bytes are the recorded ones
+    try:
+        loaded = _load(guard, key)  # safe: the bytes are the recorded ones
+    except Exception as exc:
+        return {"result": "unloadable", "detail": f"{what}: the stored result's bytes are intact but cannot be loaded here ({type(exc).__name__}: {one_line(exc)})"}
+    artifact = type(loaded).__module__ == "rlam_prefect.actions.artifact" and type(loaded).__qualname__ == "Artifact"
+    recomputed = content_hash(loaded.value if artifact else loaded)  # an action's Artifact, or a tracked flow task's own value
     if recomputed != step["output_hash"]:
         return {"result": "mismatch", "detail": f"{what}: the stored value hashes to {recomputed[:19]}, recorded {step['output_hash'][:19]}"}
     return {"result": "ok", "detail": step["output_hash"]}
@@ -51,7 +56,7 @@ def _check_step(store: TraceStore, guard: ResultGuard, step: dict[str, Any]) -> 
 def _load(guard: ResultGuard, key: str) -> Any:
     from prefect._internal.result_records import ResultRecord
 
-    record = ResultRecord.deserialize_from_result_and_metadata(
+    record: ResultRecord[Any] = ResultRecord.deserialize_from_result_and_metadata(
         result=guard.data_path(key).read_bytes(), metadata=guard.key_path(key).read_bytes()
     )
     return record.result

@@ -23,7 +23,7 @@ def default_path(run_id: str, fmt: str) -> Path:
 def export_run(store: TraceStore, run_id: str, fmt: str, out: Path | None = None) -> Path:
     if fmt not in FORMATS:
         raise UsageError(f"unknown export format {fmt!r} (choose from {', '.join(FORMATS)})")
-    from rlam_prefect.exports.record import load_run_record
+    from rlam_prefect.record.exports.record import load_run_record
 
     record = load_run_record(store, run_id)
     target = (out or default_path(run_id, fmt)).resolve()
@@ -35,15 +35,15 @@ def export_run(store: TraceStore, run_id: str, fmt: str, out: Path | None = None
     _remove(staging)
     try:
         if fmt == "prov":
-            from rlam_prefect.exports.to_prov import build_prov
+            from rlam_prefect.record.exports.to_prov import build_prov
 
             build_prov(record).serialize(str(staging), format="json", indent=2)
         elif fmt == "openlineage":
-            from rlam_prefect.exports.to_openlineage import build_events, write_events
+            from rlam_prefect.record.exports.to_openlineage import build_events, write_events
 
             write_events(build_events(record), staging)
         else:
-            from rlam_prefect.exports.to_rocrate import write_crate
+            from rlam_prefect.record.exports.to_rocrate import write_crate
 
             write_crate(record, staging)
         if staging.is_file():

@@ -1,140 +1,197 @@
 """W3C PROV (PROV-JSON) of one run, built with the ``prov`` package.
 
-Artifacts are entities named by their content hash; each step is an activity that used its
-input artifacts and generated its output; the run is an activity that started its steps. The
-rlam-prefect software and the planner model are agents; each planner decision is the plan
-(``prov:Plan``) of the step it chose. A cached step used a result that another activity
-generated, and that activity (in this run or an earlier one) is named, so a reviewer can follow
-every output back to the execution that computed it. Failed steps are activities with no output
-and their error.
+Artifacts are entities named by their content hash; each step is an activity that used its input
+artifacts and generated its output, which was derived from them; the run is an activity that
+started its steps. The rlam-prefect software and the planner (model and endpoint) are software
+agents; each planner decision is an entity attributed to the planner: the ``prov:Plan`` that
+rlam-prefect followed in the step it chose, or a rejected decision that started no action. A cached step used a result that an earlier execution generated:
+that execution is named with its times, started by its own run, and generated the output from the
+same inputs, so every output derives from its inputs whether the run computed it or not. A replay
+or a fork was informed by its parent run. Failed steps are activities with no output and their error.
+
+Every ``prov:type`` is a qualified name (``prov:SoftwareAgent``, ``rlam:Step``...), every relation
+names records declared in the document, and identifiers come from run ids, step numbers and
+hashes only (``ids``): recorded text (action names, reasons, replies) appears only as literals.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, cast
 
-from prov.model import PROV_LABEL, PROV_TYPE, ProvActivity, ProvDocument
+from prov.constants import PROV
+from prov.model import PROV_LABEL, PROV_ROLE, PROV_TYPE, Namespace, ProvActivity, ProvAgent, ProvDocument, ProvEntity
 
-from rlam_prefect.exports.record import RunRecord, StepRecord
+from rlam_prefect.record.exports.ids import segment
+from rlam_prefect.record.exports.record import Origin, RunRecord, StepRecord
 
 RLAM_NS = "https://w3id.org/rlam-prefect/terms#"
+RLAM = Namespace("rlam", RLAM_NS)
 
 
 def build_prov(record: RunRecord) -> ProvDocument:
     doc = ProvDocument()
-    doc.add_namespace("rlam", RLAM_NS)
-    doc.add_namespace("run", "urn:rlam:run:")
-    doc.add_namespace("step", "urn:rlam:step:")
-    doc.add_namespace("artifact", "urn:rlam:artifact:")
-    doc.add_namespace("decision", "urn:rlam:decision:")
-    doc.add_namespace("agent", "urn:rlam:agent:")
+    doc.add_namespace(RLAM)
+    for prefix in ("run", "step", "artifact", "decision", "agent"):
+        doc.add_namespace(prefix, f"urn:rlam:{prefix}:")
     run = record.run
     env = record.environment
     software = doc.agent(
         "agent:rlam-prefect",
         {
-            PROV_TYPE: "prov:SoftwareAgent",
+            PROV_TYPE: PROV["SoftwareAgent"],
             PROV_LABEL: "rlam-prefect",
-            "rlam:version": str(run.get("rlam_version") or ""),
-            "rlam:python": str(env.get("python") or ""),
-            "rlam:packages": json.dumps(env.get("packages") or {}, sort_keys=True),
-            "rlam:runtime": json.dumps(env.get("runtime") or {}, sort_keys=True),
-            "rlam:env_hash": str(run.get("env_hash") or ""),
+            RLAM["version"]: str(run.get("rlam_version") or ""),
+            RLAM["python"]: str(env.get("python") or ""),
+            RLAM["packages"]: json.dumps(env.get("packages") or {}, sort_keys=True),
+            RLAM["runtime"]: json.dumps(env.get("runtime") or {}, sort_keys=True),
+            RLAM["env_hash"]: str(run.get("env_hash") or ""),
         },
     )
-    planner = None
-    if run.get("planner") and run["planner"] != "fixed":
-        planner = doc.agent(
-            f"agent:planner-{_local(run['planner'])}",
-            {PROV_TYPE: "prov:SoftwareAgent", PROV_LABEL: f"planner {run['planner']}", "rlam:model": run["planner"], "rlam:planner_options": run.get("planner_options") or "{}"},
-        )
-    run_activity = doc.activity(
-        f"run:{record.run_id}",
-        run["started_at"],
-        record.ended,
-        {
-            PROV_TYPE: "rlam:Run",
-            PROV_LABEL: f"{run['mode']} {record.run_id}",
-            "rlam:mode": run["mode"],
-            "rlam:status": run["status"],
-            "rlam:overrides": run.get("overrides") or "{}",
-            "rlam:metrics": run.get("metrics") or "{}",
-            "rlam:prefect_flow_run_id": str(run.get("prefect_flow_run_id") or ""),
-            "rlam:trace": record.trace_files("steps"),
-        },
-    )
+    planner = _planner(doc, record) if record.uses_planner else None
+    run_activity = _run_activity(doc, run, record)
     doc.wasAssociatedWith(run_activity, software)
-    for parent in record.ancestry[:1]:
-        parent_activity = doc.activity(f"run:{parent['run_id']}", parent["started_at"], parent.get("ended_at"), {PROV_TYPE: "rlam:Run", "rlam:mode": parent["mode"]})
-        doc.wasInformedBy(run_activity, parent_activity, other_attributes={PROV_LABEL: f"{run['mode']} of {parent['run_id']}" + (f" from step {run['fork_step']}" if run.get("fork_step") else "")})
+    if planner is not None:
+        doc.wasAssociatedWith(run_activity, planner)
+    parent = record.parent
+    if parent is not None:
+        parent_activity = _run_activity(doc, parent, None)
+        label = f"{run['mode']} of {parent['run_id']}" + (f" from step {run['fork_step']}" if run.get("fork_step") else "")
+        doc.wasInformedBy(run_activity, parent_activity, other_attributes={PROV_LABEL: label, PROV_TYPE: RLAM[str(run["mode"]).title()]})
     known: set[str] = set()
     for step in record.steps:
         _add_step(doc, record, step, run_activity, software, planner, known)
+    for decision in record.decisions:
+        if decision["step"] not in {s.number for s in record.steps}:  # a stop, or a call after the last step
+            _decision(doc, record, decision, planner)
     return doc
 
 
-def _add_step(doc: ProvDocument, record: RunRecord, step: StepRecord, run_activity: ProvActivity, software: Any, planner: Any, known: set[str]) -> None:
+def _planner(doc: ProvDocument, record: RunRecord) -> ProvAgent:
+    model = str(record.run["planner"])
+    attributes: dict[Any, Any] = {PROV_TYPE: PROV["SoftwareAgent"], PROV_LABEL: f"planner {model}", RLAM["model"]: model, RLAM["planner_options"]: record.run.get("planner_options") or "{}"}
+    if record.planner_endpoint:
+        attributes[RLAM["endpoint"]] = record.planner_endpoint
+    return doc.agent(f"agent:planner-{segment(model)}", attributes)
+
+
+def _run_activity(doc: ProvDocument, run: dict[str, Any], record: RunRecord | None) -> ProvActivity:
+    """A run as an activity with its times; the exported run carries its full record."""
+    identifier = f"run:{run['run_id']}"
+    existing = doc.get_record(identifier)
+    if existing:
+        return cast(ProvActivity, existing[0])  # declared by this module, as an activity
+    attributes: dict[Any, Any] = {PROV_TYPE: RLAM["Run"], PROV_LABEL: f"{run['mode']} {run['run_id']}", RLAM["mode"]: run["mode"], RLAM["status"]: run["status"]}
+    if record is not None:
+        attributes.update(
+            {
+                RLAM["overrides"]: run.get("overrides") or "{}",
+                RLAM["metrics"]: run.get("metrics") or "{}",
+                RLAM["prefect_flow_run_id"]: str(run.get("prefect_flow_run_id") or ""),
+                RLAM["trace"]: record.trace_files("steps"),
+            }
+        )
+        if record.error:
+            attributes[RLAM["error"]] = record.error
+    return doc.activity(identifier, run["started_at"], run.get("ended_at"), attributes)
+
+
+def _add_step(doc: ProvDocument, record: RunRecord, step: StepRecord, run_activity: ProvActivity, software: ProvAgent, planner: ProvAgent | None, known: set[str]) -> None:
     row = step.row
-    attributes: dict[str, Any] = {
-        PROV_TYPE: "rlam:Step",
-        PROV_LABEL: f"{step.action} #{step.number}",
-        "rlam:action": step.action,
-        "rlam:step": step.number,
-        "rlam:status": step.status,
-        "rlam:params": row.get("params") or "{}",
+    attributes: dict[Any, Any] = {
+        PROV_TYPE: RLAM["RejectedDecision"] if step.rejected_decision else RLAM["Step"],
+        PROV_LABEL: f"rejected decision #{step.number}" if step.rejected_decision else f"{step.action} #{step.number}",
+        RLAM["step"]: step.number,
+        RLAM["status"]: step.status,
     }
+    if step.rejected_decision:
+        attributes[RLAM["claimed_action"]] = step.action  # what the reply named: text, not an action
+    else:
+        attributes[RLAM["action"]] = step.action
+        attributes[RLAM["params"]] = row.get("params") or "{}"
     for column in ("cache_key", "code_version", "env_hash", "prefect_task_run_id", "reason"):
         if row.get(column):
-            attributes[f"rlam:{column}"] = str(row[column])
+            attributes[RLAM[column]] = str(row[column])
     if step.error:
-        attributes["rlam:error"] = step.error
+        attributes[RLAM["error"]] = step.error
     activity = doc.activity(f"step:{record.run_id}-{step.number}", step.started, step.ended, attributes)
     doc.wasStartedBy(activity, starter=run_activity, time=step.started)
-    plan = None
-    if step.decision is not None:
-        decision = step.decision
-        plan = doc.entity(
-            f"decision:{record.run_id}-{step.number}",
-            {PROV_TYPE: "prov:Plan", "rlam:model": decision["model"], "rlam:prompt_hash": str(decision.get("prompt_hash") or ""), "rlam:reply": str(decision.get("raw_reply") or ""), "rlam:reason": str(decision.get("reason") or "")},
-        )
-        if planner is not None:
-            doc.wasAttributedTo(plan, planner)
-    doc.wasAssociatedWith(activity, planner or software, plan)
-    if planner is not None:
-        doc.wasAssociatedWith(activity, software)
+    plan = _decision(doc, record, step.decision, planner) if step.decision is not None else None
+    if plan is not None and step.rejected_decision:
+        doc.wasGeneratedBy(plan, activity, step.ended)  # the rejection is this activity's only outcome
+        plan = None
+    # rlam-prefect ran the step following the planner's decision, which is attributed to the planner.
+    # One association per step: PROV-O readers pair a plan with the wrong agent when an activity has two.
+    doc.wasAssociatedWith(activity, software, plan)
     inputs = []
     for argument, digest in step.inputs.items():
         entity = _artifact(doc, digest, None, known)
-        doc.used(activity, entity, other_attributes={"prov:role": f"rlam:{argument}"})
+        doc.used(activity, entity, step.started, other_attributes={PROV_ROLE: RLAM[segment(argument)]})
         inputs.append(entity)
     if not row.get("output_hash"):
         return
     output = _artifact(doc, row["output_hash"], row, known)
-    if step.computed_elsewhere and (step.origin["run_id"], step.origin["step"]) != (record.run_id, step.number):
-        origin = step.origin
-        producer = doc.activity(f"step:{origin['run_id']}-{origin['step']}", other_attributes={PROV_TYPE: "rlam:Step", "rlam:action": origin["action"], "rlam:cache_key": origin["cache_key"]})
-        doc.wasGeneratedBy(output, producer, origin.get("created_at"))
-        doc.used(activity, output, other_attributes={"prov:role": "rlam:cached_result"})
-    else:
-        doc.wasGeneratedBy(output, activity, step.ended)
-        for entity in inputs:
-            doc.wasDerivedFrom(output, entity, activity)
+    producer, generated = activity, step.ended
+    if step.computed_elsewhere and step.origin is not None:
+        producer, generated = _origin_activity(doc, step.origin, software), step.origin.ended
+        doc.used(activity, output, step.started, other_attributes={PROV_ROLE: RLAM["cached_result"]})
+    doc.wasGeneratedBy(output, producer, generated)
+    for entity in inputs:
+        doc.wasDerivedFrom(output, entity, producer)
+
+
+def _origin_activity(doc: ProvDocument, origin: Origin, software: ProvAgent) -> ProvActivity:
+    """The earlier execution that computed a cached output, with its times, started by its own run."""
+    identifier = f"step:{origin.run_id}-{origin.number}"
+    existing = doc.get_record(identifier)
+    if existing:
+        return cast(ProvActivity, existing[0])  # declared by this module, as an activity
+    row = origin.step
+    attributes: dict[Any, Any] = {PROV_TYPE: RLAM["Step"], PROV_LABEL: f"{row['action']} #{origin.number} of run {origin.run_id}", RLAM["action"]: str(row["action"]), RLAM["step"]: origin.number, RLAM["status"]: str(row["status"])}
+    for column in ("cache_key", "code_version", "env_hash"):
+        if row.get(column):
+            attributes[RLAM[column]] = str(row[column])
+    activity = doc.activity(identifier, origin.started, origin.ended, attributes)
+    doc.wasStartedBy(activity, starter=_run_activity(doc, origin.run, None), time=origin.started)
+    doc.wasAssociatedWith(activity, software)
+    return activity
+
+
+def _decision(doc: ProvDocument, record: RunRecord, decision: dict[str, Any], planner: ProvAgent | None) -> ProvEntity:
+    """One planner call: the plan of the step it chose, a rejected reply, or the stop that ended the run."""
+    valid = bool(decision.get("valid"))
+    stop = valid and decision.get("action") == "stop"
+    kind = PROV["Plan"] if valid and not stop else RLAM["StopDecision"] if stop else RLAM["RejectedDecision"]
+    attributes: dict[Any, Any] = {
+        PROV_TYPE: kind,
+        PROV_LABEL: f"planner decision #{decision['step']}",
+        RLAM["model"]: str(decision.get("model") or ""),
+        RLAM["valid"]: valid,
+        RLAM["prompt_hash"]: str(decision.get("prompt_hash") or ""),
+        RLAM["reply"]: str(decision.get("raw_reply") or ""),
+        RLAM["reason"]: str(decision.get("reason") or ""),
+    }
+    if decision.get("endpoint"):
+        attributes[RLAM["endpoint"]] = str(decision["endpoint"])
+    if decision.get("action"):
+        attributes[RLAM["action" if valid else "claimed_action"]] = str(decision["action"])
+    if decision.get("rejection_reason"):
+        attributes[RLAM["rejection_reason"]] = str(decision["rejection_reason"])
+    plan = doc.entity(f"decision:{record.run_id}-{decision['step']}", attributes)
+    if planner is not None:
+        doc.wasAttributedTo(plan, planner)
+    return plan
 
 
 def _artifact(doc: ProvDocument, digest: str, row: dict[str, Any] | None, known: set[str]) -> Any:
-    identifier = f"artifact:{digest.replace(':', '-')}"
+    identifier = f"artifact:{segment(digest.replace(':', '-'))}"
     if identifier in known:
-        return identifier
-    known.add(identifier)
-    attributes: dict[str, Any] = {PROV_TYPE: "rlam:Artifact", "rlam:content_hash": digest}
-    if row is not None:
-        attributes[PROV_LABEL] = str(row.get("output_kind") or "artifact")
-        attributes["rlam:kind"] = str(row.get("output_kind") or "")
+        entity = doc.get_record(identifier)[0]
+    else:
+        known.add(identifier)
+        entity = doc.entity(identifier, {PROV_TYPE: RLAM["Artifact"], RLAM["content_hash"]: digest})
+    if row is not None and not entity.get_attribute(RLAM["kind"]):
+        entity.add_attributes({PROV_LABEL: str(row.get("output_kind") or "artifact"), RLAM["kind"]: str(row.get("output_kind") or "")})
         if row.get("summary"):
-            attributes["rlam:summary"] = row["summary"]
-    return doc.entity(identifier, attributes)
-
-
-def _local(text: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "-" for c in text)
+            entity.add_attributes({RLAM["summary"]: row["summary"]})
+    return entity
