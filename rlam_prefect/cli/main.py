@@ -115,6 +115,11 @@ def build_parser() -> argparse.ArgumentParser:
     server = sub.add_parser("server", help="this RLAM_HOME's local Prefect server (started on first use)")
     server.add_argument("action", choices=("status", "start", "stop"))
     server.add_argument("--json", action="store_true")
+
+    ui = sub.add_parser("ui", help="the Prefect UI address: the dashboard, or one run's flow run page")
+    ui.add_argument("run_id", nargs="?", default=None)
+    ui.add_argument("--open", action="store_true", help="also open it in a web browser")
+    ui.add_argument("--json", action="store_true")
     return parser
 
 
@@ -191,8 +196,34 @@ def _runs(rlam: Any, home: Any, args: argparse.Namespace) -> int:
 
 def _show(rlam: Any, home: Any, args: argparse.Namespace) -> int:
     from rlam_prefect.cli.render import render_run
+    from rlam_prefect.local.ui import find_ui
 
-    _emit(home.run(args.run_id).as_dict(), args.json, render_run)
+    report = home.run(args.run_id).as_dict()
+    ui = find_ui(home.layout) if report.get("prefect_flow_run_id") else None
+    report.update(prefect_ui_url=ui.flow_run(report["prefect_flow_run_id"]) if ui else None, prefect_ui_running=bool(ui and ui.running))
+    _emit(report, args.json, render_run)
+    return 0
+
+
+def _ui(rlam: Any, home: Any, args: argparse.Namespace) -> int:
+    """The UI address (this home's local server is started if needed): the dashboard or one run's page."""
+    from rlam_prefect.local.ui import find_ui
+
+    flow_run_id = run_id = None
+    if args.run_id is not None:
+        run_id = home.resolve(args.run_id)
+        flow_run_id = home.run(run_id).prefect_flow_run_id
+        if not flow_run_id:
+            raise UsageError(f"run {run_id} has no Prefect flow run recorded")
+    ui = find_ui(home.layout, start=True)
+    assert ui is not None
+    url = ui.flow_run(flow_run_id) if flow_run_id else ui.dashboard()
+    if args.open:
+        import webbrowser
+
+        if not webbrowser.open(url):
+            raise UsageError(f"no web browser could be started to open {url}")
+    _emit({"url": url, "ui_url": ui.url, "run_id": run_id, "prefect_flow_run_id": flow_run_id, "source": ui.source}, args.json, lambda r: r["url"])
     return 0
 
 
@@ -346,7 +377,7 @@ def _untraced(args: argparse.Namespace, overrides: dict[str, dict[str, Any]], pl
 _HANDLERS = {
     "runs": _runs, "show": _show, "lineage": _lineage, "explain": _explain, "diff": _diff, "export": _export,
     "verify": _verify, "actions": _actions, "compact": _compact, "experiments": _experiments, "sweep": _sweep,
-    "server": _server,
+    "server": _server, "ui": _ui,
 }
 
 
@@ -354,11 +385,16 @@ def _server_command(home: HomeLayout, args: argparse.Namespace) -> int:
     from rlam_prefect.local import server
 
     if os.environ.get("PREFECT_API_URL"):
+        from rlam_prefect.local.ui import find_ui
+
         if args.action == "stop":
             from rlam_prefect.local import executor_client as executor
 
             executor.stop(home)  # only started there with RLAM_EXECUTOR=on
-        print(f"PREFECT_API_URL is set ({os.environ['PREFECT_API_URL']}): rlam uses that server and starts none")
+        api, ui = os.environ["PREFECT_API_URL"], find_ui(home)
+        assert ui is not None
+        info = {"url": api, "ui_url": ui.url, "running": server.healthy(api.rstrip("/")), "home": str(home.root), "source": "PREFECT_API_URL"}
+        _emit(info, args.json, lambda i: f"PREFECT_API_URL is set ({i['url']}): rlam uses that server and starts none\nui: {i['ui_url']}")
         return 0
     if args.action == "start":
         from rlam_prefect.local import executor_client as executor
@@ -375,6 +411,7 @@ def _server_command(home: HomeLayout, args: argparse.Namespace) -> int:
 
     info = {**server.status(home), "executor": executor.status(home)}
     _emit(info, args.json, lambda i: f"{'running' if i['running'] else 'not running'}: {i.get('url', '-')} (RLAM_HOME {i['home']}, log {server.log_path(home)})"
+          + (f"\nui: {i['ui_url']}" if i["running"] else "")
           + f"\nexecutor: {'running, pid ' + str(i['executor']['pid']) if i['executor']['running'] else 'not running'} (log {executor.log_path(home)})")
     return 0
 

@@ -45,6 +45,9 @@ def render_run(report: dict[str, Any], with_steps: bool = True) -> str:
         lines.append(f"  differs at step {difference['step']} {difference['action']}: {difference['replay']} vs {difference['original']}")
     if report.get("error_message"):
         lines.append(f"  error: {report['error_message']}")
+    if report.get("prefect_ui_url"):
+        stopped = "" if report.get("prefect_ui_running", True) else f"  (the local server is stopped: `rlam ui {report['run_id']}` starts it)"
+        lines.append(f"  prefect: {report['prefect_ui_url']}{stopped}")
     return "\n".join(lines)
 
 

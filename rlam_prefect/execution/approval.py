@@ -98,6 +98,10 @@ def _ask_in_prefect(step: int, action: str, params: dict[str, Any], timeout_s: i
     ui = PREFECT_UI_URL.value()
     where = f"{ui}/runs/flow-run/{flow_run_id}" if ui else f"flow run {flow_run_id}"
     print(f"step {step} {action} waits for approval: resume {where} (form: approve, params, reviewer)", file=sys.stderr, flush=True)
+    if flow_run_id is not None:
+        from rlam_prefect.execution.run_log import RunLog
+
+        RunLog(str(flow_run_id)).flow(f"step {step} {action} waits for approval: Resume this flow run (approve, params, reviewer, note)")
     # The flow is async with a synchronous body: pause through Prefect's async implementation on its
     # run-sync loop (the sync variant saves the form through an async-dispatched call and loses it).
     reply = run_coro_as_sync(apause_flow_run(wait_for_input=form, timeout=timeout_s, poll_interval=2, key=f"approval-step-{step}"))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import json
+import logging
 import os
 import socket
 import time
@@ -27,6 +28,7 @@ from rlam_prefect.core.home import HomeLayout
 from rlam_prefect.core.keys import cache_key
 from rlam_prefect.core.version import __version__
 from rlam_prefect.execution import approval as approval_gate
+from rlam_prefect.execution import run_log
 from rlam_prefect.planning.llm import LLMReply, calls_so_far
 from rlam_prefect.planning.plan import RunPlan
 from rlam_prefect.planning.policy import file_choice_violation
@@ -68,23 +70,30 @@ class RunSession:
         self.source = plan.decisions(self._call_planner)
         self.injected: set[str] = set()
         self.llm_calls_before = calls_so_far()
+        self.log = run_log.RunLog(prefect_flow_run_id)  # the Prefect UI's Logs tab
+        self.computed_by: dict[int, tuple[str, int]] = {}  # step served from the cache -> (run, step) that computed it
 
     # ---- lifecycle -----------------------------------------------------------------------
 
     def start(self) -> None:
         self.store.append_run_event(self._run_row("start", "running"))
+        parent = self.store.run(self.plan.parent_run_id).get("prefect_flow_run_id") if self.plan.parent_run_id else None
+        self.log.flow(run_log.start_line(self.plan, run_log.flow_run_page(parent)))
 
     def next_decision(self) -> Decision | None:
         decision = self.source.next_decision(self.history)
         if decision is None and self.source.stop_record is not None:
             self.store.append_decision(DecisionRecord(**{**self.source.stop_record, "run_id": self.plan.run_id}))  # why the run ended
+            self.log.flow(f"planner ({self.plan.planner.model}) stopped" + (f": {self.source.stop_record.get('reason')}" if self.source.stop_record.get("reason") else ""))
         return decision
 
     def finish(self, error: str | None = None) -> dict[str, Any]:
         error = error or self.source.failure
         row = self._run_row("end", "failed" if error or self._failed() else "completed", error)
         self.store.append_run_event(row)
-        return row.to_row()
+        recorded = row.to_row()
+        self.log.flow(run_log.outcome_line(self.plan, recorded, self.history), logging.INFO if recorded["status"] == "completed" else logging.ERROR)
+        return recorded
 
     def _failed(self) -> bool:
         if self.plan.mode == "replay":
@@ -101,6 +110,8 @@ class RunSession:
             run_id=self.plan.run_id, step=step, action=decision.action, params=canonical_json(decision.params),
             started_at=started, reason=decision.reason, recovers_step=decision.recovers_step,
         )
+        if not decision.expect_cached and decision.rejection is None:
+            self.log.decision(step, decision.action, decision.params, decision.reason, self.plan.planner.model)
         if decision.rejection is not None:
             row.update(action=decision.action or "(invalid)", params=None, status="rejected", error_type="InvalidDecision", error_message=decision.rejection)
             return self._record(row, clock, decision)
@@ -204,6 +215,7 @@ class RunSession:
                 self.injected.add(spec.name)
             elif record is not None:
                 self.guard.verify(key, record, what)
+                self.computed_by[step] = (record["run_id"], int(record["step"]))
             elif decision.expect_cached:
                 raise ReplayMismatchError(f"{what}: no cached result for its key; {self._why_no_cache(decision.original, row)}")
             else:
@@ -260,6 +272,7 @@ class RunSession:
             self.store.append_decision(DecisionRecord(**{**decision.record, "run_id": self.plan.run_id, "step": row.step}))
         recorded = row.to_row()
         self.history.append(recorded)
+        self.log.step(recorded, self.computed_by.get(recorded["step"]))
         for listener in _listeners.get():
             listener(recorded)
         return recorded

@@ -51,6 +51,11 @@ def log_path(home: HomeLayout) -> Path:
     return home.prefect / "server.log"
 
 
+def port_path(home: HomeLayout) -> Path:
+    """The port of this home's server, kept when it stops: it starts on the same one next time if it can."""
+    return home.prefect / "server.port"
+
+
 def read_state(home: HomeLayout) -> dict[str, Any] | None:
     try:
         state: dict[str, Any] = json.loads(state_path(home).read_text())  # written by the supervisor as a JSON object
@@ -78,7 +83,7 @@ def status(home: HomeLayout) -> dict[str, Any]:
     state = read_state(home)
     if not state:
         return {"running": False, "home": str(home.root)}
-    return {**state, "running": healthy(state["url"]), "home": str(home.root)}
+    return {**state, "ui_url": state["url"].removesuffix("/api"), "running": healthy(state["url"]), "home": str(home.root)}
 
 
 def ensure_server(home: HomeLayout) -> str:
@@ -124,7 +129,7 @@ def _start_lock(home: HomeLayout) -> Iterator[None]:
 
 
 def _start(home: HomeLayout) -> str:
-    port = _free_port()
+    port = _port(home)
     idle = float(os.environ.get(IDLE_ENV) or DEFAULT_IDLE_MINUTES)
     touch(home)
     with open(log_path(home), "ab") as log:
@@ -134,7 +139,7 @@ def _start(home: HomeLayout) -> str:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # the server outlives the client and its Ctrl-C
-            env=_server_env(home),
+            env=_server_env(home, port),
         )
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
@@ -148,16 +153,44 @@ def _start(home: HomeLayout) -> str:
     raise ServerError(f"the local Prefect server did not become healthy in {START_TIMEOUT_S:.0f} s; see {log_path(home)}")
 
 
-def _server_env(home: HomeLayout) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API_")}
+def _server_env(home: HomeLayout, port: int) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API_") and k not in _UI_API_SETTINGS}
     env.update(
         PREFECT_HOME=str(home.prefect),
+        # the UI asks /ui-settings where its API is; unset, the answer is port 4200 whatever the real one
+        PREFECT_SERVER_UI_API_URL=f"http://127.0.0.1:{port}/api",
         PREFECT_SERVER_ANALYTICS_ENABLED="false",
         DO_NOT_TRACK="1",
         PREFECT_UI_ENABLED=os.environ.get("PREFECT_UI_ENABLED", "true"),
         PREFECT_LOGGING_LEVEL=os.environ.get("PREFECT_SERVER_LOGGING_LEVEL", "WARNING"),
     )
     return env
+
+
+_UI_API_SETTINGS = ("PREFECT_SERVER_UI_API_URL", "PREFECT_UI_API_URL")
+
+
+def _port(home: HomeLayout) -> int:
+    """The port this home's server used last time, when it is free, so UI links printed before stay valid."""
+    last = last_port(home)
+    if last is not None:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds: a TIME_WAIT port is free
+            try:
+                sock.bind(("127.0.0.1", last))
+                return last
+            except OSError:
+                pass
+    port = _free_port()
+    port_path(home).write_text(f"{port}\n")
+    return port
+
+
+def last_port(home: HomeLayout) -> int | None:
+    try:
+        return int(port_path(home).read_text())
+    except (FileNotFoundError, ValueError):
+        return None
 
 
 def _free_port() -> int:

@@ -47,22 +47,30 @@ def metrics_table(run: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def lineage_markdown(store: TraceStore, run: dict[str, Any], steps: list[dict[str, Any]]) -> str:
-    """Where the run came from and where its records are, as markdown."""
+def lineage_markdown(store: TraceStore, run: dict[str, Any], steps: list[dict[str, Any]], parent_page: str | None = None) -> str:
+    """Where the run came from (``parent_page``: the parent's flow run in the UI) and where its records are, as markdown."""
     run_id = run["run_id"]
     overrides = json.loads(run["overrides"]) if run.get("overrides") else {}
     counts = {status: sum(s["status"] == status for s in steps) for status in ("executed", "cached", "failed", "rejected")}
+    parent = run.get("parent_run_id")
     rows = [
         ("mode", run["mode"]),
         ("status", run["status"]),
         ("planner", f"`{run['planner']}`"),
-        ("parent run", f"`{run['parent_run_id']}`" if run.get("parent_run_id") else "none"),
+        ("parent run", (f"[`{parent}`]({parent_page}) (its flow run)" if parent_page else f"`{parent}`") if parent else "none"),
         ("fork step", str(run["fork_step"]) if run.get("fork_step") else "none"),
         ("overrides", ", ".join(f"`{a}.{p}={json.dumps(v)}`" for a, ps in overrides.items() for p, v in ps.items()) or "none"),
         ("steps", f"{len(steps)} ({', '.join(f'{n} {k}' for k, n in counts.items())})"),
     ]
     if run["mode"] == "replay":
         rows.append(("identical to parent", "yes" if run.get("identical") else "**no**"))
+    if run["mode"] == "fork":
+        fork_step = int(run["fork_step"])
+        reused = [int(s["step"]) for s in steps if int(s["step"]) < fork_step and s["status"] == "cached"]
+        served = [int(s["step"]) for s in steps if int(s["step"]) >= fork_step and s["status"] == "cached"]
+        rows.append(("reused steps", f"{_step_list(reused)} of `{parent}` (served from the verified cache, not executed)"))
+        if served:
+            rows.append(("cached after the fork step", f"{_step_list(served)} (same content key as an earlier computation)"))
     if run.get("error_message"):
         rows.append(("error", str(run["error_message"]).replace("|", "\\|")[:300]))
     root = store.root
@@ -88,18 +96,37 @@ async def publish_run_artifacts(store: TraceStore, run_id: str) -> list[UUID]:
     import asyncio
 
     from prefect.artifacts import acreate_markdown_artifact, acreate_table_artifact
+    from prefect.utilities.urls import url_for
 
     run = store.run(run_id)
     steps = store.steps(run_id)
+    parent_flow_run = store.run(run["parent_run_id"]).get("prefect_flow_run_id") if run.get("parent_run_id") else None
+    parent_page = url_for("flow-run", obj_id=parent_flow_run) if parent_flow_run else None
     what = f"run {run_id} ({run['mode']}, {run['status']})"
     truncated = f"; first {MAX_TABLE_ROWS} of {len(steps)} steps, all in the Parquet trace" if len(steps) > MAX_TABLE_ROWS else ""
     return list(
         await asyncio.gather(
             acreate_table_artifact(steps_table(steps), key=STEPS_KEY, description=f"steps of {what}{truncated}"),
-            acreate_markdown_artifact(lineage_markdown(store, run, steps), key=LINEAGE_KEY, description=f"lineage of {what}"),
+            acreate_markdown_artifact(lineage_markdown(store, run, steps, parent_page), key=LINEAGE_KEY, description=f"lineage of {what}{_parent_text(run)}"),
             acreate_table_artifact(metrics_table(run), key=METRICS_KEY, description=f"metrics of {what}"),
         )
     )
+
+
+def _parent_text(run: dict[str, Any]) -> str:
+    if run["mode"] == "replay":
+        return f": replay of {run['parent_run_id']}, " + ("identical" if run.get("identical") else "NOT identical")
+    if run["mode"] == "fork":
+        return f": fork of {run['parent_run_id']} at step {run['fork_step']}"
+    return ""
+
+
+def _step_list(steps: list[int]) -> str:
+    if not steps:
+        return "none"
+    if len(steps) > 1 and steps == list(range(steps[0], steps[-1] + 1)):
+        return f"{steps[0]}-{steps[-1]}"
+    return ", ".join(map(str, steps))
 
 
 def _count(path: Any) -> int:
@@ -138,13 +165,24 @@ def flow_run_name() -> str:
     return f"{mode}-{params.get('run_id') or 'planning'}"
 
 
-def name_flow_run(name: str) -> None:
-    """Rename the current flow run (a deployment run gets a random name) so the UI shows ``<mode>-<run_id>``."""
+def run_tags(mode: str, parent_run_id: str | None) -> list[str]:
+    """The flow run's tags, so the Runs list filters R-LAM runs, replays and forks, and a run's children."""
+    return ["rlam", mode, *([f"parent:{parent_run_id}"] if parent_run_id else [])]
+
+
+def name_flow_run(name: str, tags: list[str] | None = None) -> None:
+    """Rename and tag the current flow run so the UI shows ``<mode>-<run_id>`` and its tags.
+
+    A deployment run starts with a random name and the deployment's tags; a run ``rlam`` starts is
+    created with both (``runner.call_flow``), so it costs no API call here.
+    """
     from prefect.client.orchestration import get_client
     from prefect.runtime import flow_run
 
     run_id = flow_run.get_id()
-    if run_id is None or flow_run.get_name() == name:
+    current = list(flow_run.get_tags()) if run_id else []
+    missing = [t for t in tags or () if t not in current]
+    if run_id is None or (flow_run.get_name() == name and not missing):
         return
     with get_client(sync_client=True) as client:
-        client.update_flow_run(UUID(run_id), name=name)
+        client.update_flow_run(UUID(run_id), name=name, tags=[*current, *missing] if missing else None)

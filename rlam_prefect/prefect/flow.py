@@ -14,17 +14,20 @@ its heartbeat thread at exit, which sleeps in 1 s slices, so every sync flow run
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from prefect import State, flow
 from prefect.runtime import flow_run
 from prefect.states import Failed
 
+from rlam_prefect.core.errors import RLamError, one_line
 from rlam_prefect.core.home import HomeLayout
+from rlam_prefect.execution.run_log import RunLog
 from rlam_prefect.execution.session import RunSession
 from rlam_prefect.planning.plan import prepare_plan
 from rlam_prefect.planning.requests import request_from_parameters
-from rlam_prefect.prefect.artifacts import flow_run_name, name_flow_run, publish_run_artifacts
+from rlam_prefect.prefect.artifacts import flow_run_name, name_flow_run, publish_run_artifacts, run_tags
 from rlam_prefect.prefect.client import shared_sync_client
 from rlam_prefect.record.store import TraceStore
 
@@ -50,25 +53,43 @@ async def rlam_flow(
 ) -> dict[str, Any] | State:
     """Plan and execute one R-LAM run; or replay (replay_of) or fork (fork_of + fork_step) a recorded one.
 
-    planner: "fixed", "rlam/heuristic" (offline default) or any litellm model string; a fork keeps its
-    parent's planner unless told otherwise. overrides: {action: {param: value}}, applied to that
-    action from the fork step on. pin_decisions: a fork re-uses the parent's plan instead of asking the planner.
-    policy: an execution policy, as a path to a YAML/JSON file on the machine running the flow or as its
-    rules (default: $RLAM_POLICY, else a replayed or forked run's recorded policy). approve: actions
-    (or "all") pre-approved; any other action the policy gates pauses this flow run for a person's
-    decision (approval_timeout seconds, default 3600). goal: what the planner works towards, METRIC>=NUMBER or
-    METRIC<=NUMBER over the evaluation's metrics (default accuracy>=0.97; target_accuracy is the older spelling).
+    Every parameter is optional: leave them all empty for a new run with the default planner. The
+    descriptions below are what the Prefect UI's custom-run form shows under each field.
+
+    Args:
+        run_id: Id for the new run (12 hex characters); empty: a fresh one.
+        planner: Decision source: fixed (the seed's order, no LLM), rlam/heuristic (offline default) or any litellm model string. Empty: a fork keeps its parent's planner.
+        temperature: Planner sampling temperature. Empty: 0, or the parent's in a fork.
+        seed: Planner seed, where the provider accepts one. Empty: 0, or the parent's in a fork.
+        max_steps: Step budget. Empty: 12, or the parent's in a fork.
+        target_accuracy: Older spelling of goal accuracy>=VALUE. Empty: see goal.
+        overrides: Parameters to pin, as JSON {"action": {"param": value}}, e.g. {"train_model": {"C": 0.1}}. In a fork they apply from fork_step on.
+        goal: What the planner works towards, METRIC>=NUMBER or METRIC<=NUMBER over the evaluation's metrics, e.g. accuracy>=0.97. Empty: accuracy>=0.97, or the parent's in a fork.
+        replay_of: Run id (or an unambiguous prefix) to replay: every step from the verified cache, nothing executed. Set nothing else with it.
+        fork_of: Run id (or an unambiguous prefix) to fork: its steps before fork_step are reused from the cache, never executed.
+        fork_step: With fork_of: the first step to decide and execute again (1 re-does everything).
+        pin_decisions: With fork_of: keep the parent's plan from fork_step (with the overrides) instead of asking the planner.
+        inject_failures: Actions whose first execution fails on purpose (experiments), e.g. ["train_model"].
+        policy: Execution policy: a path to a YAML or JSON file on the machine running the flow, or its rules as JSON. Empty: $RLAM_POLICY, else a replayed or forked run's own.
+        approve: Actions (or "all") pre-approved where the policy requires approval; any other gated step pauses this flow run until someone resumes it.
+        approval_timeout: Seconds a step paused for approval waits for a decision. Empty: 3600.
     """
     with shared_sync_client():  # one API client for every task run's storage lookups (see prefect_client.py)
         home = HomeLayout.from_env()
-        request = request_from_parameters(
-            run_id=run_id, planner=planner, temperature=temperature, seed=seed, max_steps=max_steps,
-            target_accuracy=target_accuracy, goal=goal, overrides=overrides, replay_of=replay_of, fork_of=fork_of,
-            fork_step=fork_step, pin_decisions=pin_decisions, inject_failures=inject_failures, policy=policy,
-            approve=approve, approval_timeout=approval_timeout,
-        )
-        plan = prepare_plan(TraceStore(home), request)
-        name_flow_run(f"{plan.mode}-{plan.run_id}")  # a deployment run starts with a random name
+        try:
+            request = request_from_parameters(
+                run_id=run_id, planner=planner, temperature=temperature, seed=seed, max_steps=max_steps,
+                target_accuracy=target_accuracy, goal=goal, overrides=overrides, replay_of=replay_of, fork_of=fork_of,
+                fork_step=fork_step, pin_decisions=pin_decisions, inject_failures=inject_failures, policy=policy,
+                approve=approve, approval_timeout=approval_timeout,
+            )
+            plan = prepare_plan(TraceStore(home), request)
+        except RLamError as exc:
+            # bad input (the UI's form, `prefect deployment run`): one line in the state and the logs, no traceback, no work
+            line = f"{type(exc).__name__}: {one_line(exc)}"
+            RunLog(flow_run.get_id()).flow(f"refused before any work: {line}", logging.ERROR)
+            return Failed(message=line, data=exc)
+        name_flow_run(f"{plan.mode}-{plan.run_id}", run_tags(plan.mode, plan.parent_run_id))  # a deployment run starts with a random name
         session = RunSession(home, plan, flow_run.get_id())
         session.start()
         try:

@@ -51,11 +51,17 @@ def call_flow(params: dict[str, Any]) -> Any:
     Prefect builds a new sync client (about 20 ms) for each storage lookup it makes outside a
     client context, two of them before the flow body starts (see ``client.py``).
     """
+    from prefect import tags
+
+    from rlam_prefect.prefect.artifacts import run_tags
     from rlam_prefect.prefect.client import shared_sync_client
     from rlam_prefect.prefect.flow import rlam_flow
 
+    mode = "replay" if params.get("replay_of") else "fork" if params.get("fork_of") else "run"
+    labels = run_tags(mode, params.get("replay_of") or params.get("fork_of"))  # set when the flow run is created
+
     def run() -> Any:
-        with shared_sync_client():
+        with shared_sync_client(), tags(*labels):
             return asyncio.run(rlam_flow(**params, return_state=True))  # type: ignore[arg-type]  # an async flow (see flow.py): calling it returns a coroutine, which prefect types as Awaitable
 
     try:
