@@ -37,7 +37,7 @@ from rlam_prefect.record.store import TraceStore
 
 # One injected failure per repeat, cycling through actions every pipeline runs.
 INJECT_ORDER = ("train_model", "preprocess_data", "evaluate_model", "analyze_data", "load_dataset")
-FORK_OVERRIDE = "train_model.C=0.5"
+FORK_C_VALUES = (0.5, 0.05, 5.0, 0.005)  # the fork sets the first C the original run never trained with
 CHILD_TIMEOUT_S = 900.0
 # Columns a step row must carry to count as a complete record of what ran.
 COMPLETE_EXECUTED = ("params", "input_hashes", "output_hash", "output_kind", "cache_key", "code_version", "env_hash", "result_digest", "started_at", "duration_s", "prefect_task_run_id")
@@ -241,7 +241,9 @@ def _try_fork(cli: Cli, original: dict[str, Any]) -> dict[str, Any]:
     """Fork at the first train_model step: steps before it must come from the parent unchanged, none executed."""
     steps = original.get("steps", [])
     k = next((s["step"] for s in steps if s["action"] == "train_model"), len(steps))
-    inv = cli("fork", original["run_id"], "--step", str(k), "--set", FORK_OVERRIDE)
+    used = {(s.get("params") or {}).get("C") for s in steps if s["action"] == "train_model"}
+    c = next(v for v in FORK_C_VALUES if v not in used)  # a changed parameter, so the fork re-executes from K
+    inv = cli("fork", original["run_id"], "--step", str(k), "--set", f"train_model.C={c}")
     report = inv.report if isinstance(inv.report, dict) else {}
     before = [(s["action"], s["output_hash"]) for s in steps[: k - 1]]
     reused = [(s["action"], s["output_hash"]) for s in report.get("steps", [])[: k - 1]]
