@@ -1,8 +1,24 @@
-"""One real Prefect server for the whole session; a fresh RLAM_HOME for every test.
+"""The suite's shared infrastructure, and why it is shaped this way (docs/contributing.md#tests).
 
-The server is rlam's own managed local server (the embedded default), started once in a
-session home. Tests point PREFECT_API_URL at it, so each test's RLAM_HOME keeps its own traces
-and results while sharing the one backend.
+- One real Prefect server per test process. ``prefect_api_url`` starts rlam's own managed local server
+  (the embedded default) once per session in a session home and points PREFECT_API_URL at it. Under
+  pytest-xdist every worker is its own session, so each worker has exactly one server and the workers
+  never share a SQLite database (the "database is locked" 503s of one busy server stay per worker).
+- A fresh RLAM_HOME per test (``workspace``): traces and results are per test, the backend is shared.
+- Recorded once, copied when written (``recorded_run``, ``recorded_workspace``): a completed run of the
+  fixed pipeline costs a CLI process and five real steps, and many tests only need one to exist. It is
+  recorded once per worker; a test that writes gets its own copy of that home (``shutil.copytree``: a
+  home is relocatable, as tests/test_legacy_home.py proves for a home written by 0.1.0).
+- Module-scoped fixtures are grouped for xdist: every test of a module that uses a fixture scoped to the
+  module is marked ``xdist_group(<module>)``, and ``--dist loadgroup`` (pyproject's addopts) sends the
+  group to one worker, so the fixture (a recorded story, a deployment with a worker, a fresh venv) is
+  built once. Mark a module ``xdist_group`` yourself to group it otherwise.
+- Any order: pytest-randomly shuffles modules and the tests inside them on every run; a test that needs
+  state builds it from a fixture, never from an earlier test.
+- Tiers: ``fast`` marks every test that needs no Prefect server (``pytest -m fast``, the loop to run
+  while developing); the rest is the full tier.
+
+Fixture modules other tests share (a fixture server, a witness) are registered in ``pytest_plugins``.
 """
 
 from __future__ import annotations
@@ -10,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -23,9 +40,12 @@ from rlam_prefect.core.home import HomeLayout
 
 ROOT = Path(__file__).resolve().parents[1]
 
+pytest_plugins: list[str] = []  # e.g. "tests.planner_server": fixture modules shared across test files
+
 
 @pytest.fixture(scope="session")
 def prefect_api_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The one server of this test process (of this xdist worker), started on first use and stopped at the end."""
     from rlam_prefect.local import server
 
     session_home = HomeLayout(tmp_path_factory.mktemp("session-home"))
@@ -84,6 +104,11 @@ class Workspace:
             if p.is_file()
         }
 
+    def copy_from(self, source: HomeLayout) -> None:
+        """Make this (still empty) home a copy of ``source``: traces and results, byte for byte."""
+        assert not self.home.root.exists(), f"{self.home.root} is not empty"
+        shutil.copytree(source.root, self.home.root, symlinks=True)
+
 
 @pytest.fixture
 def workspace(prefect_api_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Workspace:
@@ -92,8 +117,44 @@ def workspace(prefect_api_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPa
     return Workspace(home)
 
 
+@dataclass(frozen=True)
+class Recorded:
+    """A home holding one completed ``rlam run --planner fixed`` and that command's ``--json`` report."""
+
+    home: HomeLayout
+    report: dict[str, Any]
+
+
+@pytest.fixture(scope="session")
+def recorded_run(prefect_api_url: str, tmp_path_factory: pytest.TempPathFactory) -> Recorded:
+    """One completed run of the fixed pipeline, recorded once per test process. Read-only: copy it to write."""
+    space = Workspace(HomeLayout(tmp_path_factory.mktemp("recorded") / "rlam-home"))
+    report = space.rlam_json("run", "--planner", "fixed")
+    assert report["status"] == "completed" and report["executed"] == 5, report
+    return Recorded(space.home, report)
+
+
+@pytest.fixture
+def recorded_workspace(recorded_run: Recorded, workspace: Workspace) -> Workspace:
+    """This test's own workspace, holding a copy of ``recorded_run``'s home (write to it freely)."""
+    workspace.copy_from(recorded_run.home)
+    return workspace
+
+
+def _uses_a_module_fixture(item: pytest.Item) -> bool:
+    info = getattr(item, "_fixtureinfo", None)
+    return info is not None and any(d.scope in ("module", "class") for defs in info.name2fixturedefs.values() for d in defs)
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads xdist_group markers to build its work units
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """``fast``: every test that needs no Prefect server (the loop to run while developing: ``pytest -m fast``)."""
+    """Mark ``fast`` tests (no Prefect server) and keep each module that builds a module-scoped fixture
+    on one xdist worker: the fixture is built once, and the module's other tests, which may touch what
+    it built (the executor test changes source mtimes its executor fingerprints), never run beside it."""
+    shared = {item.module.__name__ for item in items if isinstance(item, pytest.Function) and _uses_a_module_fixture(item)}
     for item in items:
         if "prefect_api_url" not in getattr(item, "fixturenames", ()) and item.get_closest_marker("server") is None:
             item.add_marker(pytest.mark.fast)
+        module = item.module.__name__ if isinstance(item, pytest.Function) else None
+        if module in shared and item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(module))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 
 import pytest
@@ -24,9 +25,10 @@ def _value(text: str):
 
 
 @pytest.fixture
-def original(workspace):
-    # the seed's fixed order: forks follow the parent's plan, so "exactly the steps from K" is well defined
-    report = workspace.rlam_json("run", "--planner", "fixed")
+def original(recorded_workspace, recorded_run):
+    # the seed's fixed order: forks follow the parent's plan, so "exactly the steps from K" is well defined.
+    # `rlam run --planner fixed`, recorded once per worker; this test's home is a copy (tests/conftest.py)
+    report = copy.deepcopy(recorded_run.report)
     assert report["status"] == "completed", report
     return report
 

@@ -2,24 +2,36 @@
 
 from __future__ import annotations
 
+import copy
 import re
 from pathlib import Path
 
 import duckdb
 import pytest
 
+from rlam_prefect.core.home import HomeLayout
 from rlam_prefect.record.compare import key_differences
+from tests.conftest import Workspace
 
 README = Path(__file__).resolve().parents[1] / "docs" / "querying.md"
 
 
+@pytest.fixture(scope="module")
+def recorded_runs(prefect_api_url, tmp_path_factory):
+    """The four runs, recorded once for the module in a home of their own (read-only: tests get a copy)."""
+    space = Workspace(HomeLayout(tmp_path_factory.mktemp("compare") / "rlam-home"))
+    a = space.rlam_json("run", "--planner", "fixed")
+    b = space.rlam_json("fork", a["run_id"], "--step", "4", "--set", "train_model.C=0.5")
+    c = space.rlam_json("fork", a["run_id"], "--step", "3", "--set", "preprocess_data.test_size=0.3")
+    failed = space.rlam("run", "--planner", "fixed", "--set", "analyze_data.variance_threshold=1e9", "--json").json
+    return space.home, {"a": a, "b": b, "c": c, "failed": failed}
+
+
 @pytest.fixture
-def runs(workspace):
-    a = workspace.rlam_json("run", "--planner", "fixed")
-    b = workspace.rlam_json("fork", a["run_id"], "--step", "4", "--set", "train_model.C=0.5")
-    c = workspace.rlam_json("fork", a["run_id"], "--step", "3", "--set", "preprocess_data.test_size=0.3")
-    failed = workspace.rlam("run", "--planner", "fixed", "--set", "analyze_data.variance_threshold=1e9", "--json").json
-    return {"a": a, "b": b, "c": c, "failed": failed}
+def runs(workspace, recorded_runs):
+    home, reports = recorded_runs
+    workspace.copy_from(home)  # this test's own copy: the diff and lineage tests add runs to it
+    return copy.deepcopy(reports)
 
 
 def test_diff_names_the_first_divergence_its_cause_and_the_metric_deltas(workspace, runs):

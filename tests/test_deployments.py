@@ -267,7 +267,17 @@ def test_concurrent_runs_complete_with_complete_traces_and_a_mistyped_fork_fails
     assert len(keys) == len(set(keys)), "a key was executed twice: shared steps must be computed once"
 
 
-def test_the_audit_deployment_replays_recent_runs_as_child_flow_runs(deployed: Deployed) -> None:
+@pytest.fixture
+def two_completed_runs(deployed: Deployed) -> None:
+    """What the audit replays: at least two completed runs, triggered here when no earlier test left them
+    (pytest-randomly runs this module's tests in any order)."""
+    done = [r for r in deployed.store.runs() if r["mode"] in ("run", "fork") and r["status"] == "completed"]
+    for c in (0.2, 0.4)[len(done) :]:
+        flow_run_id = deployed.trigger("rlam/rlam", {"planner": "fixed", "overrides": {"train_model": {"C": c}}})
+        assert deployed.wait([flow_run_id])[flow_run_id]["state"]["type"] == "COMPLETED"
+
+
+def test_the_audit_deployment_replays_recent_runs_as_child_flow_runs(deployed: Deployed, two_completed_runs: None) -> None:
     audited = [r["run_id"] for r in deployed.store.runs() if r["mode"] in ("run", "fork") and r["status"] == "completed"][:2]
     audit = deployed.trigger("rlam-audit/audit", {"limit": 2})
     flow_run = deployed.wait([audit])[audit]

@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -49,15 +50,29 @@ def _alive(pid: int) -> bool:
 
 
 @pytest.fixture(scope="module")
-def warm(prefect_api_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Workspace, str, int]]:
-    """A home with one recorded run, its executor started by that run and ready."""
+def warm_home(prefect_api_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """A home with one recorded run, its executor started by that run and ready (built once per module)."""
     space = Workspace(HomeLayout(tmp_path_factory.mktemp("executor") / "home"))
     first = space.rlam("run", "--json", extra_env=ON)
     assert first.code == 0, first.stderr
     assert _served(space.home) == []  # the first command ran in-process and then started the executor
-    pid = _wait_ready(space.home)
-    yield space, first.json["run_id"], pid
+    state = {"space": space, "run_id": first.json["run_id"], "pid": _wait_ready(space.home)}
+    yield state
     executor.stop(space.home)
+
+
+@pytest.fixture
+def warm(warm_home: dict[str, Any]) -> tuple[Workspace, str, int]:
+    """The module's home with an executor started under the ON settings, whatever ran before (tests run in
+    random order: the stale-settings test leaves one started under other settings, the stop test none)."""
+    space = warm_home["space"]
+    info = executor.status(space.home)
+    if not (info["running"] and info["pid"] == warm_home["pid"]):
+        executor.stop(space.home)
+        again = space.rlam("replay", warm_home["run_id"], "--json", extra_env=ON)  # in-process, then starts one
+        assert again.code == 0, again.stderr
+        warm_home["pid"] = _wait_ready(space.home)
+    return space, warm_home["run_id"], warm_home["pid"]
 
 
 def test_reuse_one_executor_serves_later_commands_with_the_same_outcome(warm):

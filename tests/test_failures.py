@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 
 
 @pytest.fixture
-def original(workspace):
-    report = workspace.rlam_json("run", "--planner", "fixed")
+def original(recorded_workspace, recorded_run):
+    """A completed run in this test's own home: a copy of the one recorded per worker (tests/conftest.py)."""
+    report = copy.deepcopy(recorded_run.report)
     assert report["status"] == "completed"
     return report
 
