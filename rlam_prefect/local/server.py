@@ -154,7 +154,8 @@ def _start(home: HomeLayout) -> str:
 
 
 def _server_env(home: HomeLayout, port: int) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API_") and k not in _UI_API_SETTINGS}
+    # the client's PREFECT_API_* are not the server's, except PREFECT_API_DATABASE_* (older name of PREFECT_SERVER_DATABASE_*)
+    env = {k: v for k, v in os.environ.items() if not _client_setting(k) and k not in _UI_API_SETTINGS}
     env.update(
         PREFECT_HOME=str(home.prefect),
         # the UI asks /ui-settings where its API is; unset, the answer is port 4200 whatever the real one
@@ -168,6 +169,10 @@ def _server_env(home: HomeLayout, port: int) -> dict[str, str]:
 
 
 _UI_API_SETTINGS = ("PREFECT_SERVER_UI_API_URL", "PREFECT_UI_API_URL")
+
+
+def _client_setting(name: str) -> bool:
+    return name.startswith("PREFECT_API_") and not name.startswith("PREFECT_API_DATABASE_")
 
 
 def _port(home: HomeLayout) -> int:
