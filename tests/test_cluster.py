@@ -319,7 +319,7 @@ def test_three_workers_pull_concurrent_runs_forks_and_replays_computing_each_key
 
 
 def test_the_database_going_down_mid_run_fails_in_one_line_keeps_completed_steps_and_a_fork_resumes(cluster: Cluster) -> None:
-    slow = {"RLAM_TEST_SLOW": "train_model", "RLAM_TEST_SLOW_S": "8", "PREFECT_CLIENT_MAX_RETRIES": "2"}
+    slow = {"RLAM_TEST_SLOW": "train_model", "RLAM_TEST_SLOW_S": "8"}
     marker = Path(f"{cluster.witness_path}.slow")
     marker.unlink(missing_ok=True)
     cluster.take_witness()
