@@ -3,8 +3,11 @@
 At configure time this directory goes first on PYTHONPATH and the watched roots (the seed's
 ``tasks/`` and ``examples/``) into RLAM_TEST_WITNESS_ROOTS, so every interpreter the tests start
 (the ``rlam`` CLI, the warm executor and its children, Prefect workers and their flow runs, Dask
-workers) profiles action-body calls. The ``witness`` fixture names the file they append to; a
-module-scoped fixture can use ``Witness(path).env`` as extra environment instead.
+workers) can profile action-body calls. It does so when started with RLAM_TEST_WITNESS naming a
+file: the ``witness`` fixture sets it for one test; a module-scoped fixture passes
+``Witness(path).env`` as extra environment instead. A test that asserts "0 executed" pairs it with
+a positive count in the same setting (the first run, the worker, the executor), so a witness that
+was not installed fails the test instead of passing it.
 
 The pytest process itself is not profiled: tests that count executions run the code under test
 in a subprocess.

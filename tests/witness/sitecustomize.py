@@ -13,9 +13,13 @@ directories whose ``def`` carries a decorator named ``action`` or ``step`` (``@r
 ``@rlam.step``), found by parsing that file's source here: nothing from rlam_prefect, Prefect or
 any cache is consulted, so a step served from a cache leaves no line and an executed one always does.
 
-Overhead: the first check is a dict lookup on the code object's file name (a string whose hash is
-cached), so calls outside the watched files cost one Python call and one lookup. The Prefect API
-server is not profiled (it never runs an action).
+Overhead: the hook is installed only in processes started with RLAM_TEST_WITNESS set (the tests that
+count executions), never in the Prefect API server (it runs no action). Its first check is a dict
+lookup on the code object's file name (a string whose hash is cached), so a call outside the watched
+files costs one Python call and one lookup; that still makes call-heavy Python code (imports of
+Prefect and litellm) several times slower in a profiled process, which is why it is opt-in.
+A long-lived process (the warm executor) keeps the hook it started with and reads the file name at
+each call, so its forked children write where the current command's test says.
 """
 
 from __future__ import annotations
@@ -88,8 +92,8 @@ def _is_prefect_server() -> bool:
 def install() -> None:
     global _roots
     roots = [r for r in os.environ.get(ROOTS_ENV, "").split(os.pathsep) if r]
-    if not roots or _is_prefect_server():
-        return
+    if not roots or not os.environ.get(FILE_ENV) or _is_prefect_server():
+        return  # a process started without a witness file pays nothing
     _roots = tuple(os.path.join(os.path.realpath(r), "") for r in roots)
     sys.setprofile(_profile)
     threading.setprofile(_profile)
