@@ -14,7 +14,8 @@ directories whose ``def`` carries a decorator named ``action`` or ``step`` (``@r
 any cache is consulted, so a step served from a cache leaves no line and an executed one always does.
 
 Overhead: the hook is installed only in processes started with RLAM_TEST_WITNESS set (the tests that
-count executions), never in the Prefect API server (it runs no action). Its first check is a dict
+count executions) and in rlam's warm executor (a later command handed to it may name a witness file),
+never in the Prefect API server (it runs no action). Its first check is a dict
 lookup on the code object's file name (a string whose hash is cached), so a call outside the watched
 files costs one Python call and one lookup; that still makes call-heavy Python code (imports of
 Prefect and litellm) several times slower in a profiled process, which is why it is opt-in.
@@ -89,10 +90,15 @@ def _is_prefect_server() -> bool:
     return "prefect" in argv and "server" in argv
 
 
+def _is_warm_executor() -> bool:
+    """rlam's warm executor serves later commands, which may name a witness file its start did not."""
+    return "rlam_prefect.cli.executor_entry" in getattr(sys, "orig_argv", [])
+
+
 def install() -> None:
     global _roots
     roots = [r for r in os.environ.get(ROOTS_ENV, "").split(os.pathsep) if r]
-    if not roots or not os.environ.get(FILE_ENV) or _is_prefect_server():
+    if not roots or _is_prefect_server() or not (os.environ.get(FILE_ENV) or _is_warm_executor()):
         return  # a process started without a witness file pays nothing
     _roots = tuple(os.path.join(os.path.realpath(r), "") for r in roots)
     sys.setprofile(_profile)
