@@ -23,6 +23,8 @@ from rlam_prefect.core.home import HomeLayout
 
 ROOT = Path(__file__).resolve().parents[1]
 
+pytest_plugins = ["tests.llm_server", "tests.witness.plugin"]
+
 
 @pytest.fixture(scope="session")
 def prefect_api_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
