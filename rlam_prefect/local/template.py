@@ -5,6 +5,8 @@ Creating and migrating a fresh SQLite database is most of a new home's server st
 on the installed Prefect (its version and its migration head), so it is built once per user, with
 Prefect's own ``prefect server database upgrade``, in a cache directory (``RLAM_CACHE_DIR``, else
 ``$XDG_CACHE_HOME/rlam-prefect``, else ``~/.cache/rlam-prefect``), and a new home gets a copy.
+The first home on a machine (no template yet) migrates its own database, as Prefect does, while the
+template is built in the background at the lowest CPU priority for the homes after it.
 
 A template is used only after it is checked: its recorded key matches the installed Prefect, its
 bytes match the digest recorded when it was built, SQLite's quick check passes and its
@@ -82,11 +84,23 @@ def installed_key() -> tuple[str, str]:
 
 
 def seed_home(prefect_home: Path, environ: Mapping[str, str]) -> bool:
-    """Copy a checked template into a home that has no database yet; False when there is nothing to do."""
+    """Copy a checked template into a home that has no database yet; False when there is nothing to copy.
+
+    Without a usable template the home's server migrates its own database as Prefect always does, and
+    the template is built beside it in a background process at the lowest CPU priority (``build_in_background``):
+    building it first would make the very first command wait for two migrations' worth of imports."""
     target = prefect_home / DB_NAME
     if target.exists() or not uses_default_database(environ):
         return False
-    template = ensure_template(environ)
+    version, head = installed_key()
+    folder = template_folder(environ, version, head)
+    problem = check_template(folder, version, head)
+    if problem is not None:
+        if problem != "missing":
+            print(f"rlam: the Prefect database template in {folder} is unusable ({problem}); rebuilding it in the background", file=sys.stderr)
+        build_in_background(environ)
+        return False
+    template = folder / DB_NAME
     prefect_home.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".prefect-db-", dir=prefect_home)
     os.close(fd)
@@ -101,7 +115,7 @@ def seed_home(prefect_home: Path, environ: Mapping[str, str]) -> bool:
 def ensure_template(environ: Mapping[str, str]) -> Path:
     """The checked template for the installed Prefect, built under a lock if missing, stale or damaged."""
     version, head = installed_key()
-    folder = cache_dir(environ) / "prefect-db" / f"{version}-{head}"
+    folder = template_folder(environ, version, head)
     folder.mkdir(parents=True, exist_ok=True)
     with _locked(folder / "build.lock"):
         problem = check_template(folder, version, head)
@@ -114,6 +128,26 @@ def ensure_template(environ: Mapping[str, str]) -> Path:
         if problem is not None:
             raise TemplateError(f"the Prefect database template just built in {folder} fails its check: {problem}")
         return folder / DB_NAME
+
+
+def template_folder(environ: Mapping[str, str], version: str, head: str) -> Path:
+    return cache_dir(environ) / "prefect-db" / f"{version}-{head}"
+
+
+def build_in_background(environ: Mapping[str, str]) -> None:
+    """``python -m rlam_prefect.local.template`` detached, at nice 19; its output goes to ``build.log``."""
+    version, head = installed_key()
+    folder = template_folder(environ, version, head)
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "build.lock", "a+b") as handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return  # a build is under way
+        fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+    with open(folder / "build.log", "ab") as log:
+        subprocess.Popen([sys.executable, "-m", "rlam_prefect.local.template"], env=dict(environ), stdin=subprocess.DEVNULL,
+                         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
 
 def check_template(folder: Path, version: str, head: str) -> str | None:
@@ -199,3 +233,9 @@ def _locked(path: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+if __name__ == "__main__":  # the background build (build_in_background): lowest priority, then Prefect's migrations
+    os.nice(19)
+    built = ensure_template(os.environ)
+    print(f"rlam: Prefect database template ready at {built}", flush=True)
