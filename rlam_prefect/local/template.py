@@ -96,9 +96,8 @@ def seed_home(prefect_home: Path, environ: Mapping[str, str]) -> bool:
     folder = template_folder(environ, version, head)
     problem = check_template(folder, version, head)
     if problem is not None:
-        if problem != "missing":
+        if build_in_background(environ) and problem != "missing":
             print(f"rlam: the Prefect database template in {folder} is unusable ({problem}); rebuilding it in the background", file=sys.stderr)
-        build_in_background(environ)
         return False
     template = folder / DB_NAME
     prefect_home.mkdir(parents=True, exist_ok=True)
@@ -134,8 +133,8 @@ def template_folder(environ: Mapping[str, str], version: str, head: str) -> Path
     return cache_dir(environ) / "prefect-db" / f"{version}-{head}"
 
 
-def build_in_background(environ: Mapping[str, str]) -> None:
-    """``python -m rlam_prefect.local.template`` detached, at nice 19; its output goes to ``build.log``."""
+def build_in_background(environ: Mapping[str, str]) -> bool:
+    """``python -m rlam_prefect.local.template`` detached, at nice 19 (output in ``build.log``); False if one is under way."""
     version, head = installed_key()
     folder = template_folder(environ, version, head)
     folder.mkdir(parents=True, exist_ok=True)
@@ -143,11 +142,12 @@ def build_in_background(environ: Mapping[str, str]) -> None:
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            return  # a build is under way
+            return False
         fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
     with open(folder / "build.log", "ab") as log:
         subprocess.Popen([sys.executable, "-m", "rlam_prefect.local.template"], env=dict(environ), stdin=subprocess.DEVNULL,
                          stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    return True
 
 
 def check_template(folder: Path, version: str, head: str) -> str | None:
