@@ -111,7 +111,8 @@ class _Executor:
                 socket_path(self.home).unlink(missing_ok=True)
                 for pid in list(self.children):
                     self._terminate(pid)
-            watched = [conn for conn in self.children.values()]
+            # a child being interrupted is only reaped: its client's closed socket stays readable and would spin this loop
+            watched = [conn for pid, conn in self.children.items() if pid not in self.terminated_at]
             if listener.fileno() >= 0:
                 watched.append(listener)
             try:
