@@ -32,6 +32,8 @@ def main(argv: Sequence[str] | None = None, executor_child: bool = False) -> int
             code = executor.hand_over(HomeLayout.from_env(), argv)  # None: run it here
             if code is not None:
                 return code
+            if not _server_up(HomeLayout.from_env()):  # a home's first command: the executor loads while this one runs
+                executor.spawn(HomeLayout.from_env(), environ)
         code = _dispatch(args)
         if warm and "prefect" in sys.modules:  # it ran a flow, so the server is up: warm up for next time
             executor.spawn(HomeLayout.from_env(), environ)
@@ -45,6 +47,13 @@ def main(argv: Sequence[str] | None = None, executor_child: bool = False) -> int
     except BrokenPipeError:  # output piped into `head` and the like
         sys.stderr.close()
         return 0
+
+
+def _server_up(home: HomeLayout) -> bool:
+    from rlam_prefect.local import server
+
+    state = server.read_state(home)
+    return bool(state and not state.get("starting") and server.healthy(state["url"]))
 
 
 def _flow_command(args: argparse.Namespace) -> bool:
