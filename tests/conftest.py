@@ -40,7 +40,7 @@ from rlam_prefect.core.home import HomeLayout
 
 ROOT = Path(__file__).resolve().parents[1]
 
-pytest_plugins: list[str] = []  # e.g. "tests.planner_server": fixture modules shared across test files
+pytest_plugins = ["tests.llm_server", "tests.witness.plugin"]  # fixture modules shared across test files
 
 
 @pytest.fixture(scope="session")

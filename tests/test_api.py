@@ -38,10 +38,13 @@ print(json.dumps({
 """
 
 
-def test_a_plain_script_runs_replays_and_forks_with_typed_results_and_errors(workspace):
+def test_a_plain_script_runs_replays_and_forks_with_typed_results_and_errors(workspace, witness):
     env = {**os.environ, "RLAM_HOME": str(workspace.home.root), "RLAM_EXECUTOR": "off"}
     proc = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    # seen from outside rlam: the run's five bodies, then the fork's two; the replay and the refused calls ran none
+    order = ["load_dataset", "analyze_data", "preprocess_data", "train_model", "evaluate_model"]
+    assert witness.calls() == [*order, "train_model", "evaluate_model"]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     run_id, status, executed, statuses, accuracy = out["run"]
     assert (status, executed, statuses) == ("completed", 5, ["executed"] * 5) and accuracy > 0.8

@@ -45,9 +45,11 @@ def test_run_records_every_step(workspace, original):
     assert [s["output_hash"] for s in script["steps"]] == [s["output_hash"] for s in original["steps"]]
 
 
-def test_replay_is_served_entirely_from_cache_and_identical(workspace, original):
+def test_replay_is_served_entirely_from_cache_and_identical(workspace, witness, original):
     results_before = workspace.snapshot("results")
+    seen = witness.mark()
     replay = workspace.rlam_json("replay", original["run_id"])
+    assert witness.calls(since=seen) == []  # no action body ran (the witness saw the original's: test_witness.py)
     assert replay["status"] == "completed"
     assert replay["identical"] is True and replay["differences"] == []
     assert replay["replay_of"] == original["run_id"]
@@ -56,10 +58,14 @@ def test_replay_is_served_entirely_from_cache_and_identical(workspace, original)
     assert workspace.snapshot("results") == results_before  # no new result written
 
 
-def test_fork_at_every_step_executes_exactly_the_steps_from_k(workspace, original):
+def test_fork_at_every_step_executes_exactly_the_steps_from_k(workspace, witness, original):
     parent_traces = {k: v for k, v in workspace.snapshot("traces").items() if original["run_id"] in k}
+    order = [s["action"] for s in original["steps"]]
+    assert witness.calls() == order  # the original's five executions, seen from outside rlam
     for k, assignment in FORK_OVERRIDES.items():
+        seen = witness.mark()
         fork = workspace.rlam_json("fork", original["run_id"], "--step", str(k), "--set", assignment)
+        assert witness.calls(since=seen) == order[k - 1 :], k
         assert fork["status"] == "completed", fork
         assert fork["parent_run_id"] == original["run_id"] and fork["fork_step"] == k
         statuses = [s["status"] for s in fork["steps"]]
@@ -68,8 +74,10 @@ def test_fork_at_every_step_executes_exactly_the_steps_from_k(workspace, origina
         target, _, value = assignment.partition("=")
         assert fork["overrides"] == {target.split(".")[0]: {target.split(".")[1]: _value(value)}}
         assert fork["steps"][k - 1]["params"][target.split(".")[1]] == _value(value)
+        seen = witness.mark()
         again = workspace.rlam_json("fork", original["run_id"], "--step", str(k), "--set", assignment)
         assert again["executed"] == 0 and again["cached"] == 5, again
+        assert witness.calls(since=seen) == [], k
         assert [s["output_hash"] for s in again["steps"]] == [s["output_hash"] for s in fork["steps"]]
     after = {k: v for k, v in workspace.snapshot("traces").items() if original["run_id"] in k}
     assert after == parent_traces  # the parent's trace files are unchanged byte for byte

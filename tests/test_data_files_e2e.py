@@ -109,15 +109,15 @@ def test_a_bad_data_file_is_one_line_a_non_zero_exit_and_no_completed_step(works
     assert steps[0]["cache_key"] and not (workspace.home.result_data / steps[0]["cache_key"]).exists()  # nor stored under the step's key
 
 
-def test_the_planner_may_not_choose_a_data_file_and_no_raw_file_content_reaches_its_prompt(workspace, tmp_path):
+def test_the_planner_may_not_choose_a_data_file_and_no_raw_file_content_reaches_its_prompt(workspace, tmp_path, llm_server):
     data = tmp_path / "mine.csv"
     data.write_text("a,b,secret_column_zz9,y\n" + "".join(f"{i},{i % 3}.123456789,{i * 7}.987654321,{'cat' if i % 2 else 'dog'}\n" for i in range(40)))
     other = tmp_path / "other.csv"
     other.write_text(data.read_text())
     choose = json.dumps({"action": "load_dataset", "params": {"path": str(other), "target": "y"}, "reason": "r"})
     pinned = json.dumps({"action": "load_dataset", "params": {}, "reason": "r"})
-    replies = [choose, pinned, json.dumps({"action": "stop"})]
-    env = {"RLAM_PLANNER_MOCK_RESPONSE": json.dumps(replies), "OPENAI_API_KEY": "sk-test"}
+    llm_server.script(choose, pinned, json.dumps({"action": "stop"}))
+    env = llm_server.env()
     result = workspace.rlam(
         "run", "--planner", "openai/gpt-4o-mini", "--set", f"load_dataset.path={data}", "--set", "load_dataset.target=y",
         "--set", "load_dataset.columns=[\"a\",\"b\"]", "--json", extra_env=env,
@@ -130,20 +130,26 @@ def test_the_planner_may_not_choose_a_data_file_and_no_raw_file_content_reaches_
 
     prompts = " ".join(d["prompt"] or "" for d in TraceStore(workspace.home).decisions(result.json["run_id"]))
     assert "secret_column_zz9" not in prompts and "987654321" not in prompts and "123456789" not in prompts
+    sent = json.dumps(llm_server.requests)  # and what actually went over the wire to the provider
+    assert llm_server.count == 2 and "secret_column_zz9" not in sent and "987654321" not in sent and "123456789" not in sent
 
 
-def test_without_a_pin_a_path_the_planner_picks_is_a_rejected_decision_naming_the_rule(workspace, tmp_path):
+def test_without_a_pin_a_path_the_planner_picks_is_a_rejected_decision_naming_the_rule(workspace, tmp_path, llm_server, witness):
     data = _csv(tmp_path / "cancer.csv")
     choose = json.dumps({"action": "load_dataset", "params": {"path": str(data), "target": "diagnosis"}, "reason": "r"})
-    env = {"RLAM_PLANNER_MOCK_RESPONSE": json.dumps([choose, json.dumps({"action": "stop"})]), "OPENAI_API_KEY": "sk-test"}
+    stop = json.dumps({"action": "stop"})
+    llm_server.script(choose, stop, choose, stop)
+    env = llm_server.env()
     result = workspace.rlam("run", "--planner", "openai/gpt-4o-mini", "--json", extra_env=env)
     step = result.json["steps"][0]
     assert step["status"] == "rejected" and step["error_type"] == "PolicyViolation" and "file_roots" in step["error_message"]
+    assert llm_server.count == 2 and witness.calls() == []
     policy = tmp_path / "policy.yaml"
     policy.write_text(f"file_roots: [{tmp_path}]\n")
     allowed = workspace.rlam("run", "--planner", "openai/gpt-4o-mini", "--policy", str(policy), "--json", extra_env=env)
     assert allowed.code == 0, allowed.stderr
     assert allowed.json["steps"][0]["status"] == "executed"
+    assert llm_server.count == 4 and witness.calls() == ["load_dataset"]
 
 
 def test_a_data_file_is_hashed_once_per_run_however_often_its_key_is_computed(workspace, tmp_path):

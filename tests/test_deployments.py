@@ -29,6 +29,8 @@ import pytest
 from rlam_prefect.core.home import HomeLayout
 from rlam_prefect.local import server
 from rlam_prefect.record.store import TraceStore
+from tests.witness.plugin import Witness
+from tests.witness.sitecustomize import FILE_ENV, ROOTS_ENV
 
 pytestmark = pytest.mark.server  # starts Prefect servers of its own
 
@@ -44,6 +46,7 @@ class Deployed:
     project: Path
     env: dict[str, str]
     worker_log: Path
+    witness: Witness  # action-body calls in the worker's flow-run processes, seen from outside rlam
 
     @property
     def store(self) -> TraceStore:
@@ -124,10 +127,12 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
         DO_NOT_TRACK="1",
         LITELLM_LOCAL_MODEL_COST_MAP="True",
     )
+    witness = Witness(base / "witness.log")  # the worker's flow runs inherit its environment
+    env.update({FILE_ENV: str(witness.path), ROOTS_ENV: os.pathsep.join([str(project / "tasks"), env.get(ROOTS_ENV, "")])})
     worker: subprocess.Popen[bytes] | None = None
     worker_log = base / "worker.log"
     try:
-        deployed = Deployed(url, project, env, worker_log)
+        deployed = Deployed(url, project, env, worker_log, witness)
         pool = deployed.prefect("work-pool", "create", POOL, "--type", "process")
         assert pool.returncode == 0, pool.stdout + pool.stderr
         deploy = deployed.prefect("--no-prompt", "deploy", "--all")
@@ -200,12 +205,15 @@ def test_deploy_creates_both_deployments_and_the_schedule_creates_an_audit_run(d
 
 
 def test_run_then_fork_with_parameters_through_the_worker(deployed: Deployed) -> None:
+    seen = deployed.witness.mark()
     first = deployed.trigger("rlam/rlam", {"planner": "fixed", "overrides": {"load_dataset": {"name": "wine"}}})
     assert deployed.wait([first])[first]["state"]["type"] == "COMPLETED"
     run = deployed.recorded_run(first)
     steps = deployed.store.steps(run["run_id"])
     assert run["status"] == "completed" and run["mode"] == "run"
     assert [s["status"] for s in steps] == ["executed"] * 5
+    assert deployed.witness.calls(since=seen) == [s["action"] for s in steps]  # N = 5 > 0: the witness sees the worker's runs
+    seen = deployed.witness.mark()
     assert json.loads(steps[0]["params"])["name"] == "wine"
 
     fork = deployed.trigger("rlam/rlam", {"fork_of": run["run_id"][:6], "fork_step": 4, "overrides": {"train_model": {"C": 0.05}}})
@@ -216,6 +224,7 @@ def test_run_then_fork_with_parameters_through_the_worker(deployed: Deployed) ->
     assert (forked["mode"], forked["parent_run_id"], forked["fork_step"]) == ("fork", run["run_id"], 4)
     fork_steps = deployed.store.steps(forked["run_id"])
     assert [s["status"] for s in fork_steps] == ["cached"] * 3 + ["executed"] * 2
+    assert deployed.witness.calls(since=seen) == ["train_model", "evaluate_model"]
     assert [s["output_hash"] for s in fork_steps[:3]] == [s["output_hash"] for s in steps[:3]]
     assert json.loads(fork_steps[3]["params"])["C"] == 0.05
 
@@ -246,6 +255,7 @@ def test_concurrent_runs_complete_with_complete_traces_and_a_mistyped_fork_fails
         deployed.api("POST", f"/deployments/{deployment['id']}/create_flow_run", {"parameters": {"fork_of": "x", "fork_step": "four"}})
     assert refused.value.response.status_code in (409, 422) and "fork_step" in refused.value.response.text
     before = {r["run_id"] for r in deployed.store.runs()}
+    seen = deployed.witness.mark()
     params = [{"planner": "fixed", "overrides": {"train_model": {"C": c}}} for c in (0.1, 3.0, 10.0)]
     ids = [deployed.api("POST", f"/deployments/{deployment['id']}/create_flow_run", {"parameters": p})["id"] for p in params]
     bad = deployed.trigger("rlam/rlam", {"fork_of": "nosuchrun", "fork_step": 2})  # triggered together with them
@@ -265,6 +275,9 @@ def test_concurrent_runs_complete_with_complete_traces_and_a_mistyped_fork_fails
     assert {r["run_id"] for r in deployed.store.runs()} - before == {deployed.recorded_run(i)["run_id"] for i in ids}  # nothing from the bad fork
     keys = [s["cache_key"] for r in deployed.store.runs() for s in deployed.store.steps(r["run_id"]) if s["status"] == "executed"]
     assert len(keys) == len(set(keys)), "a key was executed twice: shared steps must be computed once"
+    executed = [s["action"] for i in ids for s in deployed.store.steps(deployed.recorded_run(i)["run_id"]) if s["status"] == "executed"]
+    assert sorted(deployed.witness.calls(since=seen)) == sorted(executed)  # each executed step's body ran once, nothing else ran
+    assert deployed.witness.counts(since=seen)["train_model"] == 3
 
 
 @pytest.fixture
@@ -279,9 +292,11 @@ def two_completed_runs(deployed: Deployed) -> None:
 
 def test_the_audit_deployment_replays_recent_runs_as_child_flow_runs(deployed: Deployed, two_completed_runs: None) -> None:
     audited = [r["run_id"] for r in deployed.store.runs() if r["mode"] in ("run", "fork") and r["status"] == "completed"][:2]
+    seen = deployed.witness.mark()
     audit = deployed.trigger("rlam-audit/audit", {"limit": 2})
     flow_run = deployed.wait([audit])[audit]
     assert flow_run["state"]["type"] == "COMPLETED", flow_run["state"]["message"]
+    assert deployed.witness.calls(since=seen) == []  # the replays executed nothing
     report = deployed.artifacts(audit)["rlam-audit"]["data"]
     assert "2 run(s) replayed identically" in report and all(f"`{r}`" in report for r in audited)
     replays = [r for r in deployed.store.runs() if r["mode"] == "replay"]

@@ -22,6 +22,8 @@ from rlam_prefect.core.home import HomeLayout
 from rlam_prefect.local import executor_client as executor
 from rlam_prefect.record.store import TraceStore
 from tests.conftest import ROOT, Workspace
+from tests.llm_server import HANG, LLMServer
+from tests.witness.plugin import Witness
 
 ON = {"RLAM_EXECUTOR": "on", "RLAM_PLANNER": "fixed"}
 
@@ -51,11 +53,17 @@ def _alive(pid: int) -> bool:
 
 @pytest.fixture(scope="module")
 def warm_home(prefect_api_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    """A home with one recorded run, its executor started by that run and ready (built once per module)."""
+    """A home with one recorded run, its executor started by that run and ready (built once per module).
+
+    The executor is started without a witness file named: each later command names its own
+    (RLAM_TEST_WITNESS is read per call), so what a handed-over command executes is still seen.
+    """
     space = Workspace(HomeLayout(tmp_path_factory.mktemp("executor") / "home"))
-    first = space.rlam("run", "--json", extra_env=ON)
+    seen = Witness(tmp_path_factory.mktemp("executor-witness") / "witness.log")
+    first = space.rlam("run", "--json", extra_env={**ON, **seen.env})
     assert first.code == 0, first.stderr
     assert _served(space.home) == []  # the first command ran in-process and then started the executor
+    assert len(seen.calls()) == 5  # five bodies executed in the client's own process
     state = {"space": space, "run_id": first.json["run_id"], "pid": _wait_ready(space.home)}
     yield state
     executor.stop(space.home)
@@ -75,14 +83,18 @@ def warm(warm_home: dict[str, Any]) -> tuple[Workspace, str, int]:
     return space, warm_home["run_id"], warm_home["pid"]
 
 
-def test_reuse_one_executor_serves_later_commands_with_the_same_outcome(warm):
+def test_reuse_one_executor_serves_later_commands_with_the_same_outcome(warm, witness):
     space, run_id, pid = warm
     replay = space.rlam("replay", run_id, "--json", extra_env=ON)
     assert replay.code == 0, replay.stderr
     assert (replay.json["status"], replay.json["executed"], replay.json["cached"]) == ("completed", 0, 5)
+    assert witness.calls() == []
     fork = space.rlam("fork", run_id, "--step", "4", "--set", "train_model.C=0.33", "--json", extra_env=ON)
     assert fork.code == 0, fork.stderr
     assert (fork.json["executed"], fork.json["cached"]) == (2, 3)
+    records = witness.records()  # the executor's forked child ran both bodies (not the client, not the executor)
+    assert [name for _, name in records] == ["train_model", "evaluate_model"]
+    assert {p for p, _ in records} <= {int(line.split("child ", 1)[1].split()[0]) for line in executor.log_path(space.home).read_text().splitlines() if " runs rlam fork" in line}
     bad = space.rlam("replay", "no-such-run", extra_env=ON)  # user errors: the same one line and exit code
     assert bad.code == 2 and bad.stderr.strip().startswith("rlam: error: unknown run"), bad.stderr
     assert _served(space.home)[-3:] == [f"replay {run_id}", f"fork {run_id}", "replay no-such-run"]
@@ -102,15 +114,12 @@ def test_disabled_or_other_settings_run_in_process(warm):
     assert executor.status(space.home)["pid"] == pid
 
 
-def test_a_killed_client_interrupts_its_run_and_the_trace_records_it(warm):
+def test_a_killed_client_interrupts_its_run_and_the_trace_records_it(warm, llm_server: LLMServer):
     space, run_id, _ = warm
     pid = _wait_ready(space.home)
     before = len(_served(space.home))
-    env = {
-        **os.environ, **ON, "RLAM_HOME": str(space.home.root),
-        # the planner's call waits out a 120 s timeout: the run is surely in flight when the client dies
-        "RLAM_PLANNER_MOCK_RESPONSE": "litellm.Timeout", "RLAM_PLANNER_TIMEOUT": "120",
-    }
+    llm_server.script(HANG)  # the endpoint never answers (120 s timeout): the run is surely in flight when the client dies
+    env = {**os.environ, **ON, "RLAM_HOME": str(space.home.root), **llm_server.env(), "RLAM_PLANNER_TIMEOUT": "120"}
     client = subprocess.Popen(
         [sys.executable, "-m", "rlam_prefect.cli", "run", "--planner", "openai/gpt-4o-mini", "--json"],
         env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -124,6 +133,7 @@ def test_a_killed_client_interrupts_its_run_and_the_trace_records_it(warm):
         new = {r["run_id"] for r in store.runs()} - known
     assert new, "the handed-over run was never recorded"
     assert len(_served(space.home)) == before + 1
+    llm_server.wait_for(1)  # the planner call is in flight, over HTTP, from the executor's child
     client.kill()
     client.wait()
     (new_id,) = new
@@ -138,6 +148,7 @@ def test_a_killed_client_interrupts_its_run_and_the_trace_records_it(warm):
     assert (current["error_message"] or "").startswith(("TerminationSignal", "KeyboardInterrupt")), current
     assert "went away, interrupting" in executor.log_path(space.home).read_text()
     assert executor.status(space.home)["pid"] == pid  # the executor itself carries on
+    assert llm_server.count == 1  # one request, no retry
 
 
 def test_fingerprint_follows_project_sources():

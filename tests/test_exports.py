@@ -32,6 +32,7 @@ from rocrate.rocrate import ROCrate
 
 from rlam_prefect.record.exports.to_openlineage import facet_schemas, read_events, run_uuid, step_uuid
 from tests.conftest import ROOT, Workspace
+from tests.llm_server import LLMServer
 
 VENDOR = ROOT / "tests" / "vendor"
 SHARED = ROOT.parent / "shared" / "vendor"
@@ -42,8 +43,8 @@ IDENTITY = {"RLAM_EXPORT_AUTHOR": AUTHOR, "RLAM_EXPORT_PUBLISHER": PUBLISHER}
 # an action name a planner made up: every character JSON-LD, IRIs, PROV-N or a job name treats specially
 PUNCT_ACTION = '"><x y=\'#@id\'/../a b?c:d%zz\\ü{}|^`;,[*]'
 PUNCT_REASON = 'because "</script><b>" & {"@id": "#step-1"} ../../etc/passwd'
-ENDPOINT_WITH_SECRETS = "http://planner-user:s3cret-pass@127.0.0.1:9/v1?api_key=abc123#frag"
-ENDPOINT = "http://127.0.0.1:9/v1"
+# the planner's endpoint (tests/llm_server.py) as a user might set it, credentials in the URL: never recorded
+ENDPOINT_WITH_SECRETS = "http://planner-user:s3cret-pass@127.0.0.1:{port}/v1?api_key=abc123#frag"
 KINDS = ("run", "fork", "replay", "failed", "punct")
 
 
@@ -68,12 +69,19 @@ def recorded(prefect_api_url: str, tmp_path_factory: pytest.TempPathFactory) -> 
         json.dumps({"action": "load_dataset", "params": {"name": "iris"}, "reason": PUNCT_REASON}),
         *(json.dumps({"action": a, "reason": "next"}) for a in ("analyze_data", "preprocess_data", "train_model", "evaluate_model", "stop")),
     ]
-    env = {"RLAM_PLANNER_MOCK_RESPONSE": json.dumps(replies), "OPENAI_API_BASE": ENDPOINT_WITH_SECRETS, "OPENAI_API_KEY": ""}
-    result = space.rlam("run", "--planner", "openai/gpt-4o-mini", "--json", extra_env=env)
-    assert result.code == 0, result.stderr
+    server = LLMServer().start()
+    try:
+        server.script(*replies)
+        port = server.url.split(":")[2].split("/")[0]
+        env = {**server.env(), "OPENAI_API_BASE": ENDPOINT_WITH_SECRETS.format(port=port)}
+        result = space.rlam("run", "--planner", "openai/gpt-4o-mini", "--json", extra_env=env)
+        assert result.code == 0, result.stderr
+        assert server.count == len(replies)
+    finally:
+        server.stop()
     punct = result.json
     assert punct["steps"][0]["status"] == "rejected" and punct["rejected"] == 1 and punct["status"] == "completed"
-    return {"space": space, "run": run, "fork": fork, "replay": replay, "failed": failed, "punct": punct, "out": tmp_path_factory.mktemp("exported"), "done": {}}
+    return {"space": space, "run": run, "fork": fork, "replay": replay, "failed": failed, "punct": punct, "out": tmp_path_factory.mktemp("exported"), "done": {}, "endpoint": f"http://127.0.0.1:{port}/v1"}
 
 
 def _export(recorded: dict[str, Any], kind: str, fmt: str, name: str | None = None, env: dict[str, str] | None = None) -> Path:
@@ -440,7 +448,7 @@ def test_a_made_up_action_name_is_text_never_an_identifier_and_no_tool(recorded:
     rejected = [e for e in raw if e["@type"] == "ChooseAction" and e["actionStatus"] == "http://schema.org/FailedActionStatus"]
     assert len(rejected) == 1 and "unknown action" in rejected[0]["error"]
     planner = graph["https://w3id.org/rlam-prefect/planner/openai%2Fgpt-4o-mini"]
-    assert planner["url"] == ENDPOINT
+    assert planner["url"] == recorded["endpoint"]
 
     events = _events(recorded, "punct")
     names = {e["job"]["name"] for e in events}
@@ -448,7 +456,7 @@ def test_a_made_up_action_name_is_text_never_an_identifier_and_no_tool(recorded:
     rejected_events = [e for e in events if e["run"]["facets"].get("rlam_step", {}).get("step") == 1]
     assert {e["job"]["name"] for e in rejected_events} == {"rlam.plan"} and rejected_events[-1]["eventType"] == "ABORT"
     assert rejected_events[-1]["run"]["facets"]["rlam_step"]["claimedAction"] == PUNCT_ACTION
-    assert events[0]["run"]["facets"]["rlam_run"]["plannerEndpoint"] == ENDPOINT
+    assert events[0]["run"]["facets"]["rlam_run"]["plannerEndpoint"] == recorded["endpoint"]
 
     doc = _prov(recorded, "punct")
     identifiers = [str(r.identifier) for r in doc.get_records(ProvElement)]
@@ -466,7 +474,7 @@ def test_the_planner_endpoint_is_recorded_without_credentials(recorded: dict[str
     from rlam_prefect.record.store import TraceStore
 
     decisions = TraceStore(recorded["space"].home).decisions(recorded["punct"]["run_id"])
-    assert [d["endpoint"] for d in decisions] == [ENDPOINT] * len(decisions)
+    assert [d["endpoint"] for d in decisions] == [recorded["endpoint"]] * len(decisions)
     assert [d["valid"] for d in decisions][:2] == [False, True] and decisions[0]["action"] == PUNCT_ACTION[:60]
     fork_decisions = TraceStore(recorded["space"].home).decisions(recorded["fork"]["run_id"])
     assert fork_decisions and {d["endpoint"] for d in fork_decisions} == {"in-process"}

@@ -98,7 +98,7 @@ def test_a_bad_policy_on_the_command_line_writes_nothing(workspace, tmp_path):
     assert workspace.snapshot() == before
 
 
-def test_policy_violations_and_unmet_preconditions_are_recorded_rejections(workspace, tmp_path):
+def test_policy_violations_and_unmet_preconditions_are_recorded_rejections(workspace, tmp_path, llm_server, witness):
     path = tmp_path / "rlam-policy.yaml"
     path.write_text(POLICY)
     replies = [
@@ -111,10 +111,14 @@ def test_policy_violations_and_unmet_preconditions_are_recorded_rejections(works
         {"action": "train_model", "params": {"C": 0.5}},
         {"action": "stop"},
     ]
-    env = {"RLAM_PLANNER_MOCK_RESPONSE": json.dumps([json.dumps({**r, "reason": "mock"}) for r in replies]), "OPENAI_API_KEY": ""}
+    llm_server.script(*({**r, "reason": "scripted"} for r in replies))
+    env = llm_server.env()
     result = workspace.rlam("run", "--planner", "openai/gpt-4o-mini", "--policy", str(path), "--approve", "preprocess_data", "--json", extra_env=env)
     assert result.code == 0, result.stderr
     run = result.json
+    assert llm_server.count == len(replies) == run["llm_calls"]
+    # a rejected decision never reaches an action body: only the four executed steps ran
+    assert witness.calls() == ["load_dataset", "analyze_data", "preprocess_data", "train_model"]
     assert [(s["action"], s["status"], s["error_type"]) for s in run["steps"]] == [
         ("load_dataset", "executed", None),
         ("evaluate_model", "rejected", "PolicyViolation"),
@@ -142,8 +146,10 @@ def test_policy_violations_and_unmet_preconditions_are_recorded_rejections(works
     # a fork under a stricter policy says so, and its re-decided step breaks the new bound
     strict = tmp_path / "strict.yaml"
     strict.write_text(POLICY.replace("max: 1.0", "max: 0.1"))
+    seen = witness.mark()
     fork = workspace.rlam("fork", run["run_id"], "--step", "7", "--pin-decisions", "--policy", str(strict), extra_env=env)
     assert fork.code == 1, fork.stderr
+    assert llm_server.count == len(replies) and witness.calls(since=seen) == []  # pinned: no call; refused: no execution
     assert f"policy differs from run {run['run_id']}'s" in fork.stdout
     assert "PolicyViolation: policy rule params.train_model.C: 0.5 is above the policy's maximum 0.1" in fork.stdout
 

@@ -16,24 +16,38 @@ import pytest
 from rlam_prefect.core.home import HomeLayout
 from rlam_prefect.record.store import TraceStore
 from tests.conftest import Workspace
+from tests.witness.plugin import Witness
 
 GRID = [0.01, 0.1, 10]
 
 
 @pytest.fixture(scope="module")
-def recorded(prefect_api_url: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[Workspace, dict[str, Any]]:
+def sweep_witness(tmp_path_factory: pytest.TempPathFactory) -> Witness:
+    """Action-body calls in the sweep's Dask worker processes (they inherit the rlam process's environment)."""
+    return Witness(tmp_path_factory.mktemp("sweep-witness") / "witness.log")
+
+
+@pytest.fixture(scope="module")
+def recorded(prefect_api_url: str, tmp_path_factory: pytest.TempPathFactory, sweep_witness: Witness) -> tuple[Workspace, dict[str, Any]]:
     workspace = Workspace(HomeLayout(tmp_path_factory.mktemp("sweep") / "rlam-home"))
-    parent = workspace.rlam_json("run", "--planner", "fixed")
+    result = workspace.rlam("run", "--planner", "fixed", "--json", extra_env=sweep_witness.env)
+    parent = result.json
     assert parent["status"] == "completed"
+    assert len(sweep_witness.calls()) == 5
     return workspace, parent
 
 
 @pytest.fixture(scope="module")
-def swept(recorded: tuple[Workspace, dict[str, Any]]) -> tuple[Workspace, dict[str, Any], dict[str, Any]]:
+def swept(recorded: tuple[Workspace, dict[str, Any]], sweep_witness: Witness) -> tuple[Workspace, dict[str, Any], dict[str, Any]]:
     workspace, parent = recorded
     grid = "train_model.C=" + ",".join(str(c) for c in GRID)
-    result = workspace.rlam("sweep", parent["run_id"], "--step", "4", "--grid", grid, "--workers", "2", "--json")
+    seen = sweep_witness.mark()
+    result = workspace.rlam("sweep", parent["run_id"], "--step", "4", "--grid", grid, "--workers", "2", "--json", extra_env=sweep_witness.env)
     assert result.code == 0, result.stderr
+    records = sweep_witness.records()[seen:]
+    # each fork trained and evaluated once (in the Dask worker processes) and reused steps 1-3
+    assert sorted(name for _, name in records) == ["evaluate_model"] * 3 + ["train_model"] * 3
+    assert 1 <= len({pid for pid, _ in records}) <= 2  # --workers 2
     return workspace, parent, result.json
 
 
@@ -131,14 +145,16 @@ def test_table_shows_each_fork_with_its_metrics(swept: tuple[Workspace, dict[str
         assert f"{fork['metrics']['accuracy']:.4f}" in line
 
 
-def test_sweeping_again_executes_nothing_and_a_damaged_result_fails_only_its_fork(swept: tuple[Workspace, dict[str, Any], dict[str, Any]]) -> None:
+def test_sweeping_again_executes_nothing_and_a_damaged_result_fails_only_its_fork(swept: tuple[Workspace, dict[str, Any], dict[str, Any]], sweep_witness: Witness) -> None:
     workspace, parent, first = swept
+    seen = sweep_witness.mark()
     by_c = {f["point"]["train_model.C"]: f for f in first["forks"]}
     damaged_key = TraceStore(workspace.home).steps(by_c[10]["run_id"])[3]["cache_key"]
     with open(workspace.home.result_data / damaged_key, "ab") as handle:  # C=10's trained model
         handle.write(b"x")
-    result = workspace.rlam("sweep", parent["run_id"], "--step", "4", "--grid", "train_model.C=0.1,10", "--workers", "1")
+    result = workspace.rlam("sweep", parent["run_id"], "--step", "4", "--grid", "train_model.C=0.1,10", "--workers", "1", extra_env=sweep_witness.env)
     assert result.code == 1, result.stderr
+    assert sweep_witness.calls(since=seen) == []  # C=0.1 all from the cache; C=10's damaged model fails its fork, never recomputed
     lines = result.stdout.splitlines()
     assert lines[0].split()[2] == "failed"
     assert lines[2].split()[:5] == ["train_model.C=0.1", lines[2].split()[1], "completed", "0", "5"]  # all from cache

@@ -26,4 +26,8 @@ if __name__ == "__main__":
     parser.add_argument("--home", required=True)
     options = parser.parse_args()
     idle = float(os.environ.get(IDLE_ENV) or DEFAULT_IDLE_MINUTES)
-    sys.exit(run_executor(HomeLayout(Path(options.home)), idle, _child))
+    code = run_executor(HomeLayout(Path(options.home)), idle, _child)
+    sys.stdout.flush()
+    # the executor itself ran no flow (its forked children did and drained their own work), so Prefect's
+    # exit handlers have nothing to send; run, they wait seconds on a server that is stopping with it
+    os._exit(code)

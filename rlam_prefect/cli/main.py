@@ -32,6 +32,8 @@ def main(argv: Sequence[str] | None = None, executor_child: bool = False) -> int
             code = executor.hand_over(HomeLayout.from_env(), argv)  # None: run it here
             if code is not None:
                 return code
+            if not _server_up(HomeLayout.from_env()):  # a home's first command: the executor loads while this one runs
+                executor.spawn(HomeLayout.from_env(), environ)
         code = _dispatch(args)
         if warm and "prefect" in sys.modules:  # it ran a flow, so the server is up: warm up for next time
             executor.spawn(HomeLayout.from_env(), environ)
@@ -45,6 +47,13 @@ def main(argv: Sequence[str] | None = None, executor_child: bool = False) -> int
     except BrokenPipeError:  # output piped into `head` and the like
         sys.stderr.close()
         return 0
+
+
+def _server_up(home: HomeLayout) -> bool:
+    from rlam_prefect.local import server
+
+    state = server.read_state(home)
+    return bool(state and not state.get("starting") and server.healthy(state["url"]))
 
 
 def _flow_command(args: argparse.Namespace) -> bool:
@@ -187,6 +196,19 @@ def _sweep(rlam: Any, home: Any, args: argparse.Namespace) -> int:
     return 0 if outcome.ok else 1
 
 
+def _planner(rlam: Any, home: Any, args: argparse.Namespace) -> int:
+    """``rlam planner check``: exit 0 when the model answered with a valid decision, 1 when not (one line why)."""
+    from rlam_prefect.cli.render import render_planner_check
+    from rlam_prefect.planning.check import check_planner
+
+    outcome = check_planner(args.planner, args.planner_api_base, args.goal)
+    if outcome.ok or args.json:
+        _emit(outcome.as_dict(), args.json, render_planner_check)
+    else:
+        print(f"rlam: error: planner {outcome.model} at {outcome.endpoint or 'its default endpoint'}: {outcome.error}", file=sys.stderr)
+    return 0 if outcome.ok else 1
+
+
 def _server(rlam: Any, home: Any, args: argparse.Namespace) -> int:
     return _server_command(home.layout, args)
 
@@ -257,7 +279,7 @@ def _untraced(args: argparse.Namespace, overrides: dict[str, dict[str, Any]], pl
 _HANDLERS = {
     "runs": _runs, "show": _show, "lineage": _lineage, "explain": _explain, "diff": _diff, "export": _export,
     "verify": _verify, "actions": _actions, "compact": _compact, "experiments": _experiments, "sweep": _sweep,
-    "server": _server, "ui": _ui,
+    "server": _server, "ui": _ui, "planner": _planner,
 }
 
 

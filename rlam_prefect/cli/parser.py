@@ -109,6 +109,13 @@ def build_parser() -> argparse.ArgumentParser:
     server.add_argument("action", choices=("status", "start", "stop"))
     server.add_argument("--json", action="store_true")
 
+    planner = sub.add_parser("planner", help="check the planner's model path: one call, its latency and the parsed decision")
+    planner.add_argument("action", choices=("check",))
+    planner.add_argument("--planner", default=None, metavar="MODEL", help="a litellm model, e.g. openai/gpt-4o-mini (default: $RLAM_PLANNER or rlam/heuristic)")
+    planner.add_argument("--planner-api-base", default=None, metavar="URL", help="the endpoint to call (default: litellm's, e.g. $OPENAI_API_BASE); no credentials in the URL")
+    planner.add_argument("--goal", default=None, metavar="METRIC>=X", help="the goal shown to the planner (default accuracy>=0.97)")
+    planner.add_argument("--json", action="store_true")
+
     ui = sub.add_parser("ui", help="the Prefect UI address: the dashboard, or one run's flow run page")
     ui.add_argument("run_id", nargs="?", default=None)
     ui.add_argument("--open", action="store_true", help="also open it in a web browser")

@@ -150,3 +150,18 @@ def render_sweep(report: dict[str, Any]) -> str:
 
 def _metric(value: Any) -> str:
     return "-" if value is None else f"{value:.4f}"
+
+
+def render_planner_check(outcome: dict[str, Any]) -> str:
+    decision = outcome.get("decision") or {}
+    params = json.dumps(decision.get("params") or {}, sort_keys=True)
+    lines = [
+        f"planner   {outcome['model']}",
+        f"endpoint  {outcome['endpoint'] or '(the provider default)'}",
+        f"latency   {outcome['latency_s']:.3f} s" if outcome.get("latency_s") is not None else "latency   -",
+    ]
+    if outcome["ok"]:
+        lines.append(f"decision  {decision['action']} {params}" + (f"  ({decision['reason']})" if decision.get("reason") else ""))
+    else:
+        lines.append(f"error     {outcome['error']}")
+    return "\n".join(lines)

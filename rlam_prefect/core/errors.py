@@ -57,3 +57,9 @@ class ActionContractError(RLamError):
     """An action returned something other than what it declares."""
 
     exit_code = 5
+
+
+class PrefectAPIError(RLamError):
+    """The Prefect API (its server or database) failed while a run was in progress."""
+
+    exit_code = 6

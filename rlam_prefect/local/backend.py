@@ -24,8 +24,11 @@ _QUIET_DEFAULTS = {
 }
 
 
-def configure(home: HomeLayout) -> str:
-    """Point this process's Prefect client at the right API; returns its URL."""
+def configure(home: HomeLayout, preload: bool = True) -> str:
+    """Point this process's Prefect client at the right API; returns its URL once the server answers.
+
+    The server's address is known as soon as it is launched, so while a new server starts (seconds)
+    this process imports Prefect and the flow (``preload``) instead of waiting idle."""
     for name, value in _QUIET_DEFAULTS.items():
         os.environ.setdefault(name, value)
     url = os.environ.get("PREFECT_API_URL")
@@ -33,11 +36,17 @@ def configure(home: HomeLayout) -> str:
         return url
     if "prefect" in sys.modules:
         raise RuntimeError("Prefect was imported before its API was configured; call configure() first")
-    from rlam_prefect.local.server import ensure_server
+    from rlam_prefect.local import server
 
-    url = ensure_server(home)
+    url = server.launch(home)
     os.environ["PREFECT_HOME"] = str(home.prefect)
     os.environ["PREFECT_API_URL"] = url
+    if preload and (server.read_state(home) or {}).get("starting"):
+        import prefect.flow_engine
+        import prefect.task_engine  # noqa: F401
+
+        import rlam_prefect.prefect.flow  # noqa: F401
+    server.wait_ready(home, url)
     return url
 
 

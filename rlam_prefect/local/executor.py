@@ -76,14 +76,17 @@ class _Executor:
         state = server.read_state(self.home)
         return bool(state and state.get("url") == self.api_url and _alive(state.get("supervisor_pid")))
 
-    def preload(self) -> None:
+    def preload(self) -> bool:
+        """Import what every command needs; False when no client launched this home's server (nothing to serve)."""
         from rlam_prefect.actions.project import ACTION_MODULES_ENV
         from rlam_prefect.local.backend import configure
 
         os.environ.pop(ACTION_MODULES_ENV, None)  # a user's own action modules are imported fresh in each child
         self.fingerprint = fingerprint()
         self.managed = not os.environ.get("PREFECT_API_URL")  # else the user's server, given to the client too
-        self.api_url = configure(self.home)  # the server exists already: the client just used it
+        if self.managed and not server_launched(self.home):
+            return False
+        self.api_url = configure(self.home, preload=False)  # waits for the server the client launched, then imports
         import prefect
         import prefect.flow_engine
         import prefect.task_engine  # noqa: F401
@@ -97,6 +100,7 @@ class _Executor:
         import sklearn.linear_model  # noqa: F401  (cached results unpickle estimators)
 
         litellm_module()  # the default planner is a litellm model
+        return True
 
     def serve(self, listener: socket.socket) -> None:
         signal.signal(signal.SIGTERM, self._request_stop)
@@ -107,7 +111,8 @@ class _Executor:
                 socket_path(self.home).unlink(missing_ok=True)
                 for pid in list(self.children):
                     self._terminate(pid)
-            watched = [conn for conn in self.children.values()]
+            # a child being interrupted is only reaped: its client's closed socket stays readable and would spin this loop
+            watched = [conn for pid, conn in self.children.items() if pid not in self.terminated_at]
             if listener.fileno() >= 0:
                 watched.append(listener)
             try:
@@ -271,6 +276,21 @@ class _Executor:
             self.last_activity = time.monotonic()
 
 
+def server_launched(home: HomeLayout, timeout: float = 60.0) -> bool:
+    """Wait for the client that spawned this executor to launch (or find) the home's server.
+
+    The first command of a home spawns its executor before its own work, so both load at once;
+    a command that then fails before it needs Prefect launches nothing, and the executor leaves."""
+    from rlam_prefect.local import server
+
+    deadline = time.monotonic() + timeout
+    while server.read_state(home) is None:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
 def _interrupted(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt("the rlam client went away")
 
@@ -285,7 +305,9 @@ def run_executor(home: HomeLayout, idle_minutes: float, command: Command) -> int
         return 0
     executor = _Executor(home, idle_minutes, command)
     started = time.monotonic()
-    executor.preload()
+    if not executor.preload():
+        print("rlam executor: no local Prefect server was launched for this home, stopping", flush=True)
+        return 0
     path = socket_path(home)
     path.unlink(missing_ok=True)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

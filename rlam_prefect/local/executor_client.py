@@ -103,7 +103,7 @@ def read_state(home: HomeLayout) -> dict[str, Any] | None:
 def hand_over(home: HomeLayout, argv: Sequence[str]) -> int | None:
     """Run ``rlam argv`` in this home's executor; None means "run it in-process" (no executor, stale, busy)."""
     path = socket_path(home)
-    if not enabled() or len(str(path)) > _SOCKET_PATH_MAX or not path.exists():
+    if not enabled() or len(str(path)) > _SOCKET_PATH_MAX or not _wait_for_starting(home):
         return None
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
@@ -142,6 +142,38 @@ def hand_over(home: HomeLayout, argv: Sequence[str]) -> int | None:
               f"{log_path(home)} and `rlam runs`", file=sys.stderr)
         return 1
     return int(done["exit"])
+
+
+STARTING_WAIT_S = 30.0
+
+
+def _wait_for_starting(home: HomeLayout) -> bool:
+    """The executor listens, or it is loading for a server that is up or starting: wait for it then.
+
+    Right after a home's first command its executor is still importing; running the next command
+    in-process would pay the same imports again, on the same cores, so waiting is never slower."""
+    from rlam_prefect.local import server
+
+    deadline = time.monotonic() + STARTING_WAIT_S
+    while not socket_path(home).exists():
+        if not _starting(home) or server.read_state(home) is None or time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def _starting(home: HomeLayout) -> bool:
+    """An executor holds its lock from its start to its exit; before it listens, it is loading."""
+    try:
+        with open(_lock_path(home), "rb") as handle:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+            return False
+    except FileNotFoundError:
+        return False
 
 
 def _read_line(reader: Any) -> dict[str, Any] | None:
@@ -189,23 +221,41 @@ def status(home: HomeLayout) -> dict[str, Any]:
 
 
 def stop(home: HomeLayout, wait: float = 10.0) -> bool:
-    state = read_state(home)
-    if not state:
+    pid = request_stop(home)
+    if pid is None and read_state(home) is None:
         return False
-    pid: int | None = state.get("pid")
-    if pid is not None and _alive(pid):
+    wait_stopped(home, pid, wait)
+    return True
+
+
+def request_stop(home: HomeLayout) -> int | None:
+    """SIGTERM to this home's executor (it interrupts its running commands and exits); its pid, or None."""
+    pid: int | None = (read_state(home) or {}).get("pid")
+    if pid is None or not _alive(pid):
+        _forget(home, pid)
+        return None
+    with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
+    return pid
+
+
+def wait_stopped(home: HomeLayout, pid: int | None, wait: float = 10.0) -> None:
+    """Wait for the executor to exit after ``request_stop``; SIGKILL after ``wait`` seconds."""
+    if pid is not None:
         deadline = time.monotonic() + wait
         while _alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.05)
+            time.sleep(0.02)
         if _alive(pid):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+    _forget(home, pid)
+
+
+def _forget(home: HomeLayout, pid: int | None) -> None:
     with contextlib.suppress(FileNotFoundError):
         if (read_state(home) or {}).get("pid") == pid:
             state_path(home).unlink()
             socket_path(home).unlink(missing_ok=True)
-    return True
 
 
 def _alive(pid: int | None) -> bool:

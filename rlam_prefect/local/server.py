@@ -7,6 +7,12 @@ with its database in ``$RLAM_HOME/prefect``; later commands find it through
 period without client activity (and no running flow), so nothing lingers. A killed client
 cannot leave the database locked: only the server process opens it.
 When ``PREFECT_API_URL`` is set, the user's server is used and nothing is started.
+
+Start-up is kept short: a new home's database is a copy of a migrated template (``template.py``);
+the address is known before the server answers, so a client can import Prefect while it starts
+(``launch`` then ``wait_ready``); and services the embedded default does not use are off
+(``EMBEDDED_SERVICES_OFF``). Stopping sends SIGTERM to the supervisor's whole process group and
+SIGKILL after a short grace, so no process is left behind.
 """
 
 from __future__ import annotations
@@ -87,34 +93,76 @@ def status(home: HomeLayout) -> dict[str, Any]:
 
 
 def ensure_server(home: HomeLayout) -> str:
-    """URL of this home's server, starting it if needed (serialised across processes)."""
+    """URL of this home's server, starting it if needed (serialised across processes); it answers when this returns."""
+    url = launch(home)
+    wait_ready(home, url)
+    return url
+
+
+def launch(home: HomeLayout) -> str:
+    """URL of this home's server, running or starting; it may not answer yet (see ``wait_ready``)."""
     home.prefect.mkdir(parents=True, exist_ok=True)
     state = read_state(home)
-    if state and healthy(state["url"]):
+    if state and (_starting(state) or healthy(state["url"])):
         touch(home)
         return str(state["url"])
     with _start_lock(home):
         state = read_state(home)  # another client may have started it while we waited
-        if state and healthy(state["url"]):
+        if state and (_starting(state) or healthy(state["url"])):
             touch(home)
             return str(state["url"])
         if state:
-            _stop_pid(state.get("supervisor_pid"))
+            _stop_group(state.get("supervisor_pid"))
             state_path(home).unlink(missing_ok=True)
         return _start(home)
 
 
+def wait_ready(home: HomeLayout, url: str, timeout: float = START_TIMEOUT_S) -> None:
+    """Block until the server at ``url`` was announced by its supervisor and answers; ServerError if it died."""
+    deadline = time.monotonic() + timeout
+    while True:
+        state = read_state(home)
+        if not state or state.get("url") != url or not _pid_alive(state.get("supervisor_pid")):
+            raise ServerError(f"the local Prefect server exited during start-up; see {log_path(home)}")
+        if not state.get("starting") and healthy(url):
+            return
+        if time.monotonic() > deadline:
+            _stop_group(state.get("supervisor_pid"))
+            raise ServerError(f"the local Prefect server did not become healthy in {timeout:.0f} s; see {log_path(home)}")
+        time.sleep(0.05)
+
+
 def stop(home: HomeLayout) -> bool:
+    """Stop this home's executor and server together: TERM to both process groups, KILL after a short grace."""
     from rlam_prefect.local import executor_client as executor
 
-    executor.stop(home)  # it serves this server (executor.py)
     state = read_state(home)
+    executor_pid = executor.request_stop(home)  # it serves this server (executor.py)
+    _stop_group(state.get("supervisor_pid") if state else None)
+    executor.wait_stopped(home, executor_pid)
     if not state:
         return False
-    # the supervisor needs up to 20 s to stop the server it owns (INT, then TERM); never orphan it
-    _stop_pid(state.get("supervisor_pid"), wait=_SERVER_STOP_S + 5.0)
-    _stop_pid(state.get("server_pid"), wait=5.0)
     state_path(home).unlink(missing_ok=True)
+    return True
+
+
+def _starting(state: dict[str, Any]) -> bool:
+    """A supervisor launched by a client and still starting its server (it rewrites the state when ready)."""
+    return bool(state.get("starting")) and _pid_alive(state.get("supervisor_pid")) and time.time() - float(state.get("started_at", 0)) < START_TIMEOUT_S
+
+
+def _pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    with contextlib.suppress(OSError):  # a zombie is not alive
+        if Path(f"/proc/{pid}/stat").read_text().split(") ")[1].startswith("Z"):
+            return False
     return True
 
 
@@ -129,7 +177,12 @@ def _start_lock(home: HomeLayout) -> Iterator[None]:
 
 
 def _start(home: HomeLayout) -> str:
+    from rlam_prefect.local.template import seed_home
+
     port = _port(home)
+    url = f"http://127.0.0.1:{port}/api"
+    env = _server_env(home, port)
+    seed_home(home.prefect, env)  # a migrated copy instead of migrating a new database (template.py)
     idle = float(os.environ.get(IDLE_ENV) or DEFAULT_IDLE_MINUTES)
     touch(home)
     with open(log_path(home), "ab") as log:
@@ -138,23 +191,22 @@ def _start(home: HomeLayout) -> str:
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
-            start_new_session=True,  # the server outlives the client and its Ctrl-C
-            env=_server_env(home, port),
+            start_new_session=True,  # the server outlives the client and its Ctrl-C; its process group is stopped as one
+            env=env,
         )
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        state = read_state(home)
-        if state and state.get("supervisor_pid") == process.pid and healthy(state["url"]):
-            return str(state["url"])
-        if process.poll() is not None:
-            raise ServerError(f"the local Prefect server exited during start-up; see {log_path(home)}")
-        time.sleep(0.2)
-    _stop_pid(process.pid, wait=_SERVER_STOP_S + 5.0)
-    raise ServerError(f"the local Prefect server did not become healthy in {START_TIMEOUT_S:.0f} s; see {log_path(home)}")
+    _write_state(home, {"url": url, "port": port, "supervisor_pid": process.pid, "started_at": time.time(), "starting": True})
+    return url
+
+
+def _write_state(home: HomeLayout, state: dict[str, Any]) -> None:
+    tmp = state_path(home).with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(state))
+    os.replace(tmp, state_path(home))
 
 
 def _server_env(home: HomeLayout, port: int) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API_") and k not in _UI_API_SETTINGS}
+    # the client's PREFECT_API_* are not the server's, except PREFECT_API_DATABASE_* (older name of PREFECT_SERVER_DATABASE_*)
+    env = {k: v for k, v in os.environ.items() if not _client_setting(k) and k not in _UI_API_SETTINGS}
     env.update(
         PREFECT_HOME=str(home.prefect),
         # the UI asks /ui-settings where its API is; unset, the answer is port 4200 whatever the real one
@@ -164,10 +216,28 @@ def _server_env(home: HomeLayout, port: int) -> dict[str, str]:
         PREFECT_UI_ENABLED=os.environ.get("PREFECT_UI_ENABLED", "true"),
         PREFECT_LOGGING_LEVEL=os.environ.get("PREFECT_SERVER_LOGGING_LEVEL", "WARNING"),
     )
+    for name in EMBEDDED_SERVICES_OFF:
+        env.setdefault(f"PREFECT_SERVER_SERVICES_{name}_ENABLED", "false")  # a user's own setting wins
     return env
 
 
+# Prefect server services the embedded default never needs (docs/benchmarks.md, idle CPU). Kept on: the task
+# run recorder and event persister (task runs and events in the UI), the scheduler (deployments with
+# schedules), pause expirations (approval gates' timeouts) and the hourly database vacuum.
+EMBEDDED_SERVICES_OFF = (
+    "CANCELLATION_CLEANUP",  # cancelling a parent flow run's subflows: rlam never cancels through the API
+    "FOREMAN",  # marks silent workers and work pools offline: the embedded default has no workers
+    "LATE_RUNS",  # labels overdue scheduled runs "Late", a display state only
+    "TRIGGERS",  # automations: none are created by rlam
+    "REPOSSESSOR",  # reclaims expired concurrency-slot leases: rlam sets no concurrency limits
+)
+
+
 _UI_API_SETTINGS = ("PREFECT_SERVER_UI_API_URL", "PREFECT_UI_API_URL")
+
+
+def _client_setting(name: str) -> bool:
+    return name.startswith("PREFECT_API_") and not name.startswith("PREFECT_API_DATABASE_")
 
 
 def _port(home: HomeLayout) -> int:
@@ -199,22 +269,40 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _stop_pid(pid: int | None, wait: float = 5.0) -> None:
+STOP_GRACE_S = 1.5  # SIGTERM, then SIGKILL: SQLite's transactions survive a kill, the server holds nothing else
+
+
+def _stop_group(pid: int | None, grace: float = STOP_GRACE_S) -> None:
+    """Stop the process group led by ``pid`` (the supervisor and its server) and wait until none of it is left."""
     if not pid:
         return
     try:
-        os.kill(pid, signal.SIGTERM)
+        os.killpg(pid, signal.SIGTERM)
     except ProcessLookupError:
         return
-    deadline = time.monotonic() + wait
+    deadline = time.monotonic() + grace
     while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+        if not _group_alive(pid):
             return
-        time.sleep(0.1)
+        time.sleep(0.02)
     with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
+        os.killpg(pid, signal.SIGKILL)
+    while _group_alive(pid) and time.monotonic() < deadline + 5.0:
+        time.sleep(0.02)
+
+
+def _group_alive(pgid: int) -> bool:
+    """Some process of the group is still running (zombies do not count: their parent reaps them)."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError):
+            fields = stat.read_text().rsplit(") ", 1)[1].split()
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                return True
+    return not Path("/proc/self").exists()  # without /proc, trust killpg
 
 
 # ---- the supervisor process (python -m rlam_prefect.local.server) ---------------------------------
@@ -238,10 +326,7 @@ def _supervise(home: HomeLayout, port: int, idle_minutes: float) -> int:
     try:
         while not stopping and server.poll() is None:
             if not announced and healthy(url):
-                state = {"url": url, "port": port, "supervisor_pid": os.getpid(), "server_pid": server.pid, "started_at": time.time()}
-                tmp = state_path(home).with_suffix(".tmp")
-                tmp.write_text(json.dumps(state))
-                os.replace(tmp, state_path(home))
+                _write_state(home, {"url": url, "port": port, "supervisor_pid": os.getpid(), "server_pid": server.pid, "started_at": time.time()})
                 touch(home)  # the idle clock starts when the server is ready, not when start-up began
                 announced = True
             if announced and _idle_for(home) > idle_minutes * 60 and not _flows_running(url):
@@ -273,17 +358,13 @@ def _flows_running(url: str) -> bool:
         return False
 
 
-_SERVER_STOP_S = 20.0  # SIGINT grace + SIGTERM grace in _terminate
-
-
 def _terminate(server: subprocess.Popen[bytes]) -> None:
-    # prefect server start shuts down cleanly on SIGINT; TERM alone can leave its services up
-    for sig, wait in ((signal.SIGINT, 15.0), (signal.SIGTERM, _SERVER_STOP_S - 15.0)):
-        if server.poll() is not None:
-            return
-        server.send_signal(sig)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            server.wait(timeout=wait)
+    """SIGTERM, then SIGKILL after a short grace: the server runs its services in its own process, nothing outlives it."""
+    if server.poll() is not None:
+        return
+    server.send_signal(signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        server.wait(timeout=STOP_GRACE_S)
     if server.poll() is None:
         server.kill()
         server.wait()

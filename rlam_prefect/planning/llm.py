@@ -6,7 +6,6 @@ internet, so it is imported only when a planner is actually asked something.
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 import time
@@ -14,7 +13,7 @@ import urllib.parse
 from dataclasses import dataclass
 from typing import Any
 
-from rlam_prefect.core.errors import one_line
+from rlam_prefect.core.errors import UsageError, one_line
 from rlam_prefect.planning.offline import stay_offline
 
 HEURISTIC_MODEL = "rlam/heuristic"
@@ -66,8 +65,13 @@ def _count() -> None:
         _state["counted"] += 1
 
 
-def complete(model: str, messages: list[dict[str, str]], *, temperature: float, seed: int | None) -> LLMReply:
-    """One planner call. Provider errors (no key, timeout, rate limit) come back as data, not exceptions."""
+def complete(
+    model: str, messages: list[dict[str, str]], *, temperature: float, seed: int | None, api_base: str | None = None
+) -> LLMReply:
+    """One planner call. Provider errors (no key, timeout, rate limit) come back as data, not exceptions.
+
+    ``api_base`` (``--planner-api-base``) overrides where litellm sends it; else litellm's own lookup.
+    """
     litellm = litellm_module()
     kwargs: dict[str, Any] = {
         "model": model,
@@ -80,11 +84,8 @@ def complete(model: str, messages: list[dict[str, str]], *, temperature: float, 
     }
     if seed is not None:
         kwargs["seed"] = seed
-    mock = _next_mock_response()
-    if mock == "litellm.Timeout":  # litellm's timeout simulation: waits out the timeout, then raises
-        kwargs["mock_timeout"] = True
-    elif mock is not None:
-        kwargs["mock_response"] = mock
+    if api_base:
+        kwargs["api_base"] = api_base
     with _lock:
         _state["started"] += 1
     started = time.perf_counter()
@@ -106,16 +107,18 @@ def complete(model: str, messages: list[dict[str, str]], *, temperature: float, 
 IN_PROCESS = "in-process"  # the endpoint recorded for a model served inside rlam (rlam/heuristic)
 
 
-def endpoint(model: str) -> str | None:
+def endpoint(model: str, api_base: str | None = None) -> str | None:
     """The server a planner call to ``model`` goes to, without credentials, for the decisions table.
 
-    litellm takes the base URL from ``litellm.api_base``, then ``<PROVIDER>_BASE_URL`` /
-    ``<PROVIDER>_API_BASE`` (e.g. ``OPENAI_API_BASE``), then the provider's default. User info, query
-    and fragment are dropped, so a key passed in the URL is never recorded. None: litellm knows
-    no URL for this provider (it then uses the provider SDK's default).
+    ``api_base`` given to the call wins; else litellm takes the base URL from ``litellm.api_base``, then
+    ``<PROVIDER>_BASE_URL`` / ``<PROVIDER>_API_BASE`` (e.g. ``OPENAI_API_BASE``), then the provider's
+    default. User info, query and fragment are dropped, so a key passed in the URL is never recorded.
+    None: litellm knows no URL for this provider (it then uses the provider SDK's default).
     """
     if model.startswith("rlam/"):
         return IN_PROCESS
+    if api_base:
+        return without_credentials(api_base)
     provider = model.split("/", 1)[0].upper().replace("-", "_")
     litellm = litellm_module()
     base = getattr(litellm, "api_base", None) or os.environ.get(f"{provider}_BASE_URL") or os.environ.get(f"{provider}_API_BASE")
@@ -141,29 +144,37 @@ def without_credentials(url: str) -> str:
     return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
-MOCK_ENV = "RLAM_PLANNER_MOCK_RESPONSE"
-
-
-def _next_mock_response() -> str | None:
-    """litellm's own ``mock_response`` path, for tests and demos without a provider.
-
-    The variable holds one reply, or a JSON list of replies used in order (the last one repeats).
-    litellm turns "litellm.RateLimitError" and the like into that error; "litellm.Timeout" is a timeout.
-    """
-    raw = os.environ.get(MOCK_ENV)
-    if raw is None:
-        return None
+def check_provider_key(model: str) -> None:
+    """A provider without its API key fails now, in one line (exit 2), not mid-run or as a rejected step."""
+    if model.startswith("rlam/"):
+        return
+    empty = {k: v for k, v in os.environ.items() if not v.strip()}  # litellm counts an empty key as set
+    for name in empty:
+        del os.environ[name]
     try:
-        replies = json.loads(raw)
-    except json.JSONDecodeError:
-        return raw
-    if not isinstance(replies, list) or not all(isinstance(r, str) for r in replies) or not replies:
-        return raw
-    with _lock:
-        index = _state.setdefault("mock_index", 0)
-        _state["mock_index"] = index + 1
-    reply: str = replies[min(index, len(replies) - 1)]  # every item was checked to be a str
-    return reply
+        check = litellm_module().validate_environment(model=model)
+    except Exception as exc:
+        raise UsageError(f"planner {model!r} is not a model litellm knows ({type(exc).__name__}: {exc})") from None
+    finally:
+        os.environ.update(empty)
+    missing = [k for k in check.get("missing_keys") or [] if not k.endswith("_API_BASE")]  # bases have defaults
+    if missing:
+        raise UsageError(f"planner {model!r} needs {', '.join(missing)} set in the environment")
+
+
+def check_api_base(url: str) -> str:
+    """A ``--planner-api-base`` as given, if it is an http(s) URL without credentials (it is recorded as is)."""
+    parts = urllib.parse.urlsplit(url.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise UsageError(f"planner API base {url!r} is not an http:// or https:// URL")
+    if parts.username or parts.password or parts.query or parts.fragment:
+        raise UsageError("the planner API base must not carry a user, password, query or fragment; "
+                         "give the key in the provider's variable (e.g. OPENAI_API_KEY)")
+    try:
+        _ = parts.port  # a port out of range or not a number raises here
+    except ValueError as exc:
+        raise UsageError(f"planner API base {url!r}: {exc}") from None
+    return url.strip()
 
 
 def calls_so_far() -> int:

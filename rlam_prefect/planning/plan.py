@@ -8,7 +8,6 @@ anything is written.
 from __future__ import annotations
 
 import json
-import os
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -18,7 +17,7 @@ from rlam_prefect.actions.files import check_files_unchanged
 from rlam_prefect.actions.project import fixed_order, load_action_modules
 from rlam_prefect.actions.registry import get_action
 from rlam_prefect.core.errors import UsageError
-from rlam_prefect.planning.llm import MOCK_ENV
+from rlam_prefect.planning.llm import check_provider_key
 from rlam_prefect.planning.planner import FIXED_PLANNER, LLMPlanner, PlannerCall, PlannerOptions, default_planner
 from rlam_prefect.planning.policy import Policy, resolve_policy
 from rlam_prefect.planning.requests import ForkRequest, ReplayRequest, Request, RunRequest
@@ -199,28 +198,9 @@ def _planner_options(model: str, tuning: Mapping[str, Any], base: PlannerOptions
         raise UsageError(f"seed {options.seed} must be a non-negative integer")
     if not 1 <= options.max_steps <= 200:
         raise UsageError(f"max_steps {options.max_steps} is out of range 1..200")
-    _check_provider_key(model)
+    if model != FIXED_PLANNER:
+        check_provider_key(model)
     return options
-
-
-def _check_provider_key(model: str) -> None:
-    """A provider without its API key fails now, in one line, not mid-run."""
-    if model in (FIXED_PLANNER,) or model.startswith("rlam/") or os.environ.get(MOCK_ENV) is not None:
-        return
-    from rlam_prefect.planning.llm import litellm_module
-
-    empty = {k: v for k, v in os.environ.items() if not v.strip()}  # litellm counts an empty key as set
-    for name in empty:
-        del os.environ[name]
-    try:
-        check = litellm_module().validate_environment(model=model)
-    except Exception as exc:
-        raise UsageError(f"planner {model!r} is not a model litellm knows ({type(exc).__name__}: {exc})") from None
-    finally:
-        os.environ.update(empty)
-    missing = [k for k in check.get("missing_keys") or [] if not k.endswith("_API_BASE")]  # bases have defaults
-    if missing:
-        raise UsageError(f"planner {model!r} needs {', '.join(missing)} set in the environment")
 
 
 def _recorded_steps(store: TraceStore, run_id: str) -> list[dict[str, Any]]:

@@ -9,7 +9,7 @@ import concurrent.futures
 import contextvars
 from typing import Any
 
-from rlam_prefect.core.errors import RLamError, UnknownRunError
+from rlam_prefect.core.errors import PrefectAPIError, RLamError, UnknownRunError, one_line
 from rlam_prefect.core.home import HomeLayout
 from rlam_prefect.planning.plan import RunPlan
 from rlam_prefect.record.report import run_report
@@ -51,6 +51,7 @@ def call_flow(params: dict[str, Any]) -> Any:
     Prefect builds a new sync client (about 20 ms) for each storage lookup it makes outside a
     client context, two of them before the flow body starts (see ``client.py``).
     """
+    import httpx
     from prefect import tags
 
     from rlam_prefect.prefect.artifacts import run_tags
@@ -62,7 +63,13 @@ def call_flow(params: dict[str, Any]) -> Any:
 
     def run() -> Any:
         with shared_sync_client(), tags(*labels):
-            return asyncio.run(rlam_flow(**params, return_state=True))  # type: ignore[arg-type]  # an async flow (see flow.py): calling it returns a coroutine, which prefect types as Awaitable
+            try:
+                return asyncio.run(rlam_flow(**params, return_state=True))  # type: ignore[arg-type]  # an async flow (see flow.py): calling it returns a coroutine, which prefect types as Awaitable
+            except httpx.HTTPError as exc:  # the server, or the database behind it, went away mid-run
+                raise PrefectAPIError(
+                    f"the Prefect API failed during the run ({one_line(exc).split(' - ')[0]}); the steps completed before it are kept: "
+                    "fork from the first missing step once it is back"
+                ) from exc
 
     try:
         asyncio.get_running_loop()

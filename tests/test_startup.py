@@ -1,0 +1,152 @@
+"""A new home's start-up: the migrated database template (local/template.py) and a stop that leaves nothing.
+
+The template is built with Prefect's own migrations once per cache directory, reused, rebuilt when it
+is stale or damaged, and a home seeded from it runs a real flow. `rlam server stop` leaves no process
+of the home's server or executor behind (how fast it is, is measured in bench/bench_startup.py).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from rlam_prefect.core.home import HomeLayout
+from rlam_prefect.local import executor_client as executor
+from rlam_prefect.local import server, template
+
+pytestmark = pytest.mark.server  # builds templates and starts Prefect servers of its own
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One template built in a fresh cache directory for the module."""
+    root = tmp_path_factory.mktemp("template-cache")
+    template.ensure_template({template.CACHE_ENV: str(root)})
+    return root
+
+
+def _folder(cache: Path) -> Path:
+    version, head = template.installed_key()
+    return cache / "prefect-db" / f"{version}-{head}"
+
+
+def _head_of(db: Path) -> list[str]:
+    with sqlite3.connect(db) as con:
+        return [r[0] for r in con.execute("SELECT version_num FROM alembic_version")]
+
+
+def test_the_template_is_prefects_migrated_database_built_once_and_reused(cache: Path):
+    folder = _folder(cache)
+    meta = json.loads((folder / template.META_NAME).read_text())
+    version, head = template.installed_key()
+    assert (meta["prefect_version"], meta["migration_head"]) == (version, head)
+    assert _head_of(folder / template.DB_NAME) == [head]
+    built = (folder / template.DB_NAME).stat().st_mtime_ns
+    again = template.ensure_template({template.CACHE_ENV: str(cache)})  # no rebuild: same file, same record
+    assert again == folder / template.DB_NAME and again.stat().st_mtime_ns == built
+    assert json.loads((folder / template.META_NAME).read_text()) == meta
+
+
+def test_a_damaged_template_is_refused(cache: Path, tmp_path: Path):
+    copy = tmp_path / "damaged"
+    shutil.copytree(_folder(cache), copy)
+    version, head = template.installed_key()
+    with open(copy / template.DB_NAME, "r+b") as handle:  # flip bytes inside the file: the digest no longer matches
+        handle.seek(8192)
+        handle.write(b"\xff" * 64)
+    assert template.check_template(copy, version, head) == "its bytes changed since it was built"
+    (copy / template.DB_NAME).write_bytes(b"not a database")  # a consistent record of a non-database is refused too
+    meta = json.loads((copy / template.META_NAME).read_text())
+    (copy / template.META_NAME).write_text(json.dumps({**meta, "sha256": template._sha256(copy / template.DB_NAME)}))
+    problem = template.check_template(copy, version, head)
+    assert problem is not None and problem.startswith("not a readable Prefect database")
+
+
+def test_a_stale_template_is_rebuilt_and_said_so(cache: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]):
+    stale = tmp_path / "cache"
+    shutil.copytree(cache, stale)
+    folder = _folder(stale)
+    meta = json.loads((folder / template.META_NAME).read_text())
+    (folder / template.META_NAME).write_text(json.dumps({**meta, "prefect_version": "0.0.1"}))
+    rebuilt = template.ensure_template({template.CACHE_ENV: str(stale)})
+    assert "is unusable (built for Prefect 0.0.1" in capfd.readouterr().err
+    fresh = json.loads((folder / template.META_NAME).read_text())
+    assert fresh["prefect_version"] == template.installed_key()[0] and fresh["built_at"] > meta["built_at"]
+    assert template.check_template(folder, *template.installed_key()) is None
+    assert _head_of(rebuilt) == [template.installed_key()[1]]
+
+
+def test_without_a_template_the_home_migrates_itself_and_the_template_is_built_in_the_background(tmp_path: Path):
+    env = {**os.environ, template.CACHE_ENV: str(tmp_path / "cache")}
+    assert template.seed_home(tmp_path / "prefect", env) is False  # nothing to copy yet: Prefect migrates this home itself
+    folder = _folder(tmp_path / "cache")
+    deadline = time.monotonic() + 300
+    while template.check_template(folder, *template.installed_key()) is not None and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert template.check_template(folder, *template.installed_key()) is None, (folder / "build.log").read_text()
+    assert template.seed_home(tmp_path / "prefect", env) is True
+    assert _head_of(tmp_path / "prefect" / template.DB_NAME) == [template.installed_key()[1]]
+
+
+def test_a_database_url_in_the_environment_seeds_nothing(cache: Path, tmp_path: Path):
+    env = {template.CACHE_ENV: str(cache), "PREFECT_API_DATABASE_CONNECTION_URL": "postgresql+asyncpg://x/y"}
+    assert template.seed_home(tmp_path / "prefect", env) is False
+    assert not (tmp_path / "prefect" / template.DB_NAME).exists()
+
+
+def _env(home: HomeLayout, cache: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "RLAM_"))}
+    return {**env, "RLAM_HOME": str(home.root), template.CACHE_ENV: str(cache), "RLAM_PLANNER": "fixed"}
+
+
+def _group_members(pgid: int) -> list[int]:
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(") ", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            members.append(int(stat.parent.name))
+    return members
+
+
+def test_a_home_seeded_from_the_template_runs_a_flow_and_stop_leaves_no_process(cache: Path, tmp_path: Path):
+    home = HomeLayout(tmp_path / "home")
+    try:
+        first = subprocess.run([sys.executable, "-m", "rlam_prefect.cli", "run", "--json"], env=_env(home, cache), cwd=ROOT,
+                               capture_output=True, text=True, timeout=300)
+        assert first.returncode == 0, first.stderr
+        assert json.loads(first.stdout)["executed"] == 5
+        head = template.installed_key()[1]
+        assert _head_of(home.prefect / template.DB_NAME) == [head]  # Prefect's migrate-on-start found nothing to do
+        state = server.read_state(home)
+        assert state and server.healthy(state["url"])
+        flow_run_id = json.loads(first.stdout)["prefect_flow_run_id"]
+        with urllib.request.urlopen(f"{state['url']}/flow_runs/{flow_run_id}", timeout=10) as response:
+            assert json.loads(response.read())["state_type"] == "COMPLETED"  # a real Prefect flow run on that server
+        deadline = time.monotonic() + 120  # the executor spawned by the first command
+        while not executor.status(home)["running"] and time.monotonic() < deadline:
+            time.sleep(0.2)
+        executor_pid = executor.status(home).get("pid")
+        assert executor_pid, executor.log_path(home).read_text()
+        group = int(state["supervisor_pid"])
+        assert len(_group_members(group)) >= 2  # the supervisor and Prefect's server
+        stopped = subprocess.run([sys.executable, "-m", "rlam_prefect.cli", "server", "stop"], env=_env(home, cache), cwd=ROOT,
+                                 capture_output=True, text=True, timeout=60)
+        assert stopped.returncode == 0 and stopped.stdout.strip() == "stopped", stopped.stderr
+        assert _group_members(group) == [] and not executor._alive(executor_pid)
+        assert server.read_state(home) is None and executor.read_state(home) is None
+    finally:
+        server.stop(home)
