@@ -28,12 +28,15 @@ def main(argv: Sequence[str] | None = None, executor_child: bool = False) -> int
         warm = _flow_command(args) and not executor_child
         if warm:
             from rlam_prefect.local import executor_client as executor
+            from rlam_prefect.local import server
 
-            code = executor.hand_over(HomeLayout.from_env(), argv)  # None: run it here
+            home = HomeLayout.from_env()
+            state = server.read_state(home)
+            code = executor.hand_over(home, argv, server_launched=state is not None)  # None: run it here
             if code is not None:
                 return code
-            if not _server_up(HomeLayout.from_env()):  # a home's first command: the executor loads while this one runs
-                executor.spawn(HomeLayout.from_env(), environ)
+            if not (state and not state.get("starting") and server.healthy(state["url"])):
+                executor.spawn(home, environ)  # a home's first command: the executor loads while this one runs
         code = _dispatch(args)
         if warm and "prefect" in sys.modules:  # it ran a flow, so the server is up: warm up for next time
             executor.spawn(HomeLayout.from_env(), environ)
@@ -47,13 +50,6 @@ def main(argv: Sequence[str] | None = None, executor_child: bool = False) -> int
     except BrokenPipeError:  # output piped into `head` and the like
         sys.stderr.close()
         return 0
-
-
-def _server_up(home: HomeLayout) -> bool:
-    from rlam_prefect.local import server
-
-    state = server.read_state(home)
-    return bool(state and not state.get("starting") and server.healthy(state["url"]))
 
 
 def _flow_command(args: argparse.Namespace) -> bool:

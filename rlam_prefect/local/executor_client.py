@@ -100,10 +100,13 @@ def read_state(home: HomeLayout) -> dict[str, Any] | None:
         return None
 
 
-def hand_over(home: HomeLayout, argv: Sequence[str]) -> int | None:
-    """Run ``rlam argv`` in this home's executor; None means "run it in-process" (no executor, stale, busy)."""
+def hand_over(home: HomeLayout, argv: Sequence[str], server_launched: bool = False) -> int | None:
+    """Run ``rlam argv`` in this home's executor; None means "run it in-process" (no executor, stale, busy).
+
+    ``server_launched``: this home's managed server runs or starts, so an executor still loading for it
+    will be ready soon and is waited for."""
     path = socket_path(home)
-    if not enabled() or len(str(path)) > _SOCKET_PATH_MAX or not _wait_for_starting(home):
+    if not enabled() or len(str(path)) > _SOCKET_PATH_MAX or not _wait_for_starting(home, server_launched):
         return None
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
@@ -147,16 +150,14 @@ def hand_over(home: HomeLayout, argv: Sequence[str]) -> int | None:
 STARTING_WAIT_S = 30.0
 
 
-def _wait_for_starting(home: HomeLayout) -> bool:
+def _wait_for_starting(home: HomeLayout, server_launched: bool) -> bool:
     """The executor listens, or it is loading for a server that is up or starting: wait for it then.
 
     Right after a home's first command its executor is still importing; running the next command
     in-process would pay the same imports again, on the same cores, so waiting is never slower."""
-    from rlam_prefect.local import server
-
     deadline = time.monotonic() + STARTING_WAIT_S
     while not socket_path(home).exists():
-        if not _starting(home) or server.read_state(home) is None or time.monotonic() > deadline:
+        if not server_launched or not _starting(home) or time.monotonic() > deadline:
             return False
         time.sleep(0.02)
     return True
