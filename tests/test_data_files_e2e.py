@@ -131,7 +131,7 @@ def test_the_planner_may_not_choose_a_data_file_and_no_raw_file_content_reaches_
     prompts = " ".join(d["prompt"] or "" for d in TraceStore(workspace.home).decisions(result.json["run_id"]))
     assert "secret_column_zz9" not in prompts and "987654321" not in prompts and "123456789" not in prompts
     sent = json.dumps(llm_server.requests)  # and what actually went over the wire to the provider
-    assert llm_server.count == 2 and "secret_column_zz9" not in sent and "987654321" not in sent and "123456789" not in sent
+    assert llm_server.count == result.json["llm_calls"] == 3 and "secret_column_zz9" not in sent and "987654321" not in sent and "123456789" not in sent
 
 
 def test_without_a_pin_a_path_the_planner_picks_is_a_rejected_decision_naming_the_rule(workspace, tmp_path, llm_server, witness):
