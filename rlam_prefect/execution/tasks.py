@@ -21,7 +21,7 @@ _TASKS: dict[tuple[str, str, str], Task[..., Any]] = {}
 
 def action_task(spec: ActionSpec, home: HomeLayout) -> Task[..., Artifact]:
     """The Prefect task of ``spec`` storing results under ``home`` (built once per process)."""
-    cache_id = (spec.name, spec.code_version, str(home.root))
+    cache_id = (spec.name, spec.code_version, f"{home.root}|{home.store_url}")
     task = _TASKS.get(cache_id)
     if task is None:
         task = Task(
@@ -29,15 +29,26 @@ def action_task(spec: ActionSpec, home: HomeLayout) -> Task[..., Artifact]:
             name=spec.name,
             description=spec.description,
             task_run_name=f"{spec.name} #{{step}}",
-            cache_policy=ActionCachePolicy(key_storage=home.result_keys),
+            cache_policy=ActionCachePolicy(key_storage=result_storage(home, "keys")),
             persist_result=True,
-            result_storage=home.result_data,
+            result_storage=result_storage(home, "data"),
             result_serializer="pickle",
             cache_result_in_memory=False,
             retries=0,
         )
         _TASKS[cache_id] = task
     return task
+
+
+def result_storage(home: HomeLayout, part: str) -> Any:
+    """Where Prefect persists results (``data``) and their metadata (``keys``): a local Path, or for
+    RLAM_STORE_URL=s3://... an unsaved ``RemoteFileSystem`` block on the same fsspec URL."""
+    shared = home.shared
+    if shared is None:
+        return home.result_data if part == "data" else home.result_keys
+    from prefect.filesystems import RemoteFileSystem
+
+    return RemoteFileSystem(basepath=f"{shared.url}/results/{part}")
 
 
 class InjectedFailure(RuntimeError):

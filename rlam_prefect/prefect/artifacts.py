@@ -79,7 +79,7 @@ def lineage_markdown(store: TraceStore, run: dict[str, Any], steps: list[dict[st
         ("steps", root / "steps" / run_id),
         ("decisions", root / "decisions" / run_id),
         ("result index", root / "results"),
-        ("result storage", store.home.result_data),
+        ("result storage", store.home.shared.url + "/results/data" if store.home.shared else store.home.result_data),
     ]
     lines = [f"# R-LAM run `{run_id}`", "", "| | |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows), "", "## Parquet trace", ""]
     lines += [f"- {name}: `{path}`" + (f" ({_count(path)} files)" if name in ("runs", "steps", "decisions") else "") for name, path in files]
