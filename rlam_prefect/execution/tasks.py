@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import hashlib
 from typing import Any
 
 from prefect import Task
@@ -42,13 +44,28 @@ def action_task(spec: ActionSpec, home: HomeLayout) -> Task[..., Artifact]:
 
 def result_storage(home: HomeLayout, part: str) -> Any:
     """Where Prefect persists results (``data``) and their metadata (``keys``): a local Path, or for
-    RLAM_STORE_URL=s3://... an unsaved ``RemoteFileSystem`` block on the same fsspec URL."""
+    RLAM_STORE_URL=s3://... a ``RemoteFileSystem`` block on the same fsspec URL.
+
+    Prefect only takes a block saved on its server; it is saved once per process under a name made
+    of the URL (no credentials in it: s3fs reads them from the worker's environment)."""
     shared = home.shared
     if shared is None:
         return home.result_data if part == "data" else home.result_keys
+    return _saved_block(f"{shared.url}/results/{part}")
+
+
+@functools.cache
+def _saved_block(basepath: str) -> Any:
     from prefect.filesystems import RemoteFileSystem
 
-    return RemoteFileSystem(basepath=f"{shared.url}/results/{part}")
+    block = RemoteFileSystem(basepath=basepath)
+    block.save(f"rlam-{_block_name(basepath)}", overwrite=True, _sync=True)  # type: ignore[call-arg]  # async_dispatch takes _sync
+    return block
+
+
+def _block_name(basepath: str) -> str:
+    """A block name for a storage URL: readable tail plus a digest (block names: lowercase, digits, dashes)."""
+    return f"{basepath.rsplit('/', 1)[-1]}-{hashlib.sha256(basepath.encode()).hexdigest()[:16]}"
 
 
 class InjectedFailure(RuntimeError):
