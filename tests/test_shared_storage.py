@@ -243,3 +243,21 @@ def test_a_worker_killed_mid_step_loses_no_completed_step_and_leaves_no_half_wri
     assert cluster.executions()[("make_numbers", json.dumps({"n": 5}))] == 1
     code, runs, err = b.rlam(project, "runs")
     assert {r["status"] for r in runs if r["run_id"] != run["run_id"]} == {"incomplete"}
+
+
+def test_a_trace_file_on_s3_is_created_once_and_never_replaced(s3_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import s3fs
+
+    from rlam_prefect.core.home import HomeLayout
+    from rlam_prefect.record.store import TraceStore
+
+    monkeypatch.setenv("RLAM_STORE_URL", f"s3://{BUCKET}/created-once-{os.getpid()}")
+    store = TraceStore(HomeLayout(tmp_path / "home"))
+    record = {"cache_key": "ab" * 32, "action": "scale", "output_hash": "sha256:1", "output_kind": "Scaled",
+              "result_digest": "sha256:2", "result_bytes": 1, "run_id": "r1", "step": 1}
+    assert store.put_result_record(record) is True
+    assert store.put_result_record({**record, "output_hash": "sha256:other", "run_id": "r2"}) is False  # the store refused (412)
+    assert store.result_record("ab" * 32)["run_id"] == "r1"  # the first file is unchanged
+    fs = s3fs.S3FileSystem(use_listings_cache=False)
+    names = fs.find(f"{BUCKET}/created-once-{os.getpid()}")
+    assert not [n for n in names if ".tmp" in n] and not (tmp_path / "home").exists()
