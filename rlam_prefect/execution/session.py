@@ -29,6 +29,7 @@ from rlam_prefect.core.keys import cache_key
 from rlam_prefect.core.version import __version__
 from rlam_prefect.execution import approval as approval_gate
 from rlam_prefect.execution import run_log
+from rlam_prefect.execution.locks import key_lock, warn_if_unshared
 from rlam_prefect.planning.llm import LLMReply, calls_so_far
 from rlam_prefect.planning.plan import RunPlan
 from rlam_prefect.planning.policy import file_choice_violation
@@ -76,6 +77,7 @@ class RunSession:
     # ---- lifecycle -----------------------------------------------------------------------
 
     def start(self) -> None:
+        warn_if_unshared(self.home)
         self.store.append_run_event(self._run_row("start", "running"))
         parent = self.store.run(self.plan.parent_run_id).get("prefect_flow_run_id") if self.plan.parent_run_id else None
         self.log.flow(run_log.start_line(self.plan, run_log.flow_run_page(parent)))
@@ -209,7 +211,7 @@ class RunSession:
         what = f"step {step} {spec.name}"
         # an injected failure fails the step whether or not a result is cached (experiments rely on it)
         inject = not decision.expect_cached and spec.name in self.plan.inject_failures and spec.name not in self.injected
-        with self.guard.lock(key):
+        with key_lock(self.home, key):
             record = None if inject else self.store.result_record(key)
             if inject:
                 self.injected.add(spec.name)
@@ -252,18 +254,32 @@ class RunSession:
                 if files and spec.file_digests(params) != files:
                     raise DataFileError(f"{what}: {', '.join(f.path for f in files.values())} changed while the step read it; its result was not indexed, run again")
                 digest, size = self.guard.file_digest(key)
-                self.store.put_result_record(
+                indexed = self.store.put_result_record(
                     ResultRecord(
                         cache_key=key, action=spec.name, output_hash=artifact.content_hash, output_kind=artifact.kind,
                         result_digest=digest, result_bytes=size, run_id=self.plan.run_id, step=step, created_at=utcnow(),
                     )
                 )
+                if not indexed:
+                    digest = self._duplicate(key, artifact, what)
             row.update(output_hash=artifact.content_hash, summary=canonical_json(artifact.summary()), result_digest=record["result_digest"] if record else digest)
             unmet = spec.unmet_effect(artifact.kind, artifact.value)
             if unmet:  # the result stays indexed (it is what the code computed); the run may not build on it
                 row.update(status="failed", error_type="EffectFailed", error_message=unmet)
                 return
             self.artifacts[artifact.kind] = artifact
+
+    def _duplicate(self, key: str, artifact: Artifact, what: str) -> str:
+        """Another worker indexed this key while we computed it (no shared lock): same output accepted, different refused."""
+        first = self.store.result_record(key)
+        if first is None or first["output_hash"] != artifact.content_hash:
+            found = first["output_hash"][:19] if first else "nothing"
+            raise StoredResultError(
+                f"{what}: key {key[:16]} was computed twice without a shared lock and the results differ (this run {artifact.content_hash[:19]}, "
+                f"run {first['run_id'] if first else '?'} indexed {found} first); refused, not served — set RLAM_LOCK_URL"
+            )
+        self.computed_by[len(self.history) + 1] = (first["run_id"], int(first["step"]))
+        return str(first["result_digest"])
 
     def _record(self, row: StepRecord, clock: float, decision: Decision) -> dict[str, Any]:
         row.duration_s = time.perf_counter() - clock

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import hashlib
 from typing import Any
 
 from prefect import Task
@@ -21,7 +23,7 @@ _TASKS: dict[tuple[str, str, str], Task[..., Any]] = {}
 
 def action_task(spec: ActionSpec, home: HomeLayout) -> Task[..., Artifact]:
     """The Prefect task of ``spec`` storing results under ``home`` (built once per process)."""
-    cache_id = (spec.name, spec.code_version, str(home.root))
+    cache_id = (spec.name, spec.code_version, f"{home.root}|{home.store_url}")
     task = _TASKS.get(cache_id)
     if task is None:
         task = Task(
@@ -29,15 +31,41 @@ def action_task(spec: ActionSpec, home: HomeLayout) -> Task[..., Artifact]:
             name=spec.name,
             description=spec.description,
             task_run_name=f"{spec.name} #{{step}}",
-            cache_policy=ActionCachePolicy(key_storage=home.result_keys),
+            cache_policy=ActionCachePolicy(key_storage=result_storage(home, "keys")),
             persist_result=True,
-            result_storage=home.result_data,
+            result_storage=result_storage(home, "data"),
             result_serializer="pickle",
             cache_result_in_memory=False,
             retries=0,
         )
         _TASKS[cache_id] = task
     return task
+
+
+def result_storage(home: HomeLayout, part: str) -> Any:
+    """Where Prefect persists results (``data``) and their metadata (``keys``): a local Path, or for
+    RLAM_STORE_URL=s3://... a ``RemoteFileSystem`` block on the same fsspec URL.
+
+    Prefect only takes a block saved on its server; it is saved once per process under a name made
+    of the URL (no credentials in it: s3fs reads them from the worker's environment)."""
+    shared = home.shared
+    if shared is None:
+        return home.result_data if part == "data" else home.result_keys
+    return _saved_block(f"{shared.url}/results/{part}")
+
+
+@functools.cache
+def _saved_block(basepath: str) -> Any:
+    from prefect.filesystems import RemoteFileSystem
+
+    block = RemoteFileSystem(basepath=basepath)
+    block.save(f"rlam-{_block_name(basepath)}", overwrite=True, _sync=True)  # type: ignore[call-arg]  # async_dispatch takes _sync
+    return block
+
+
+def _block_name(basepath: str) -> str:
+    """A block name for a storage URL: readable tail plus a digest (block names: lowercase, digits, dashes)."""
+    return f"{basepath.rsplit('/', 1)[-1]}-{hashlib.sha256(basepath.encode()).hexdigest()[:16]}"
 
 
 class InjectedFailure(RuntimeError):

@@ -10,6 +10,7 @@ Artifacts page is the sequence of runs. Values are plain Python (numpy scalars b
 from __future__ import annotations
 
 import json
+from pathlib import PurePath
 from typing import Any
 from uuid import UUID
 
@@ -79,10 +80,10 @@ def lineage_markdown(store: TraceStore, run: dict[str, Any], steps: list[dict[st
         ("steps", root / "steps" / run_id),
         ("decisions", root / "decisions" / run_id),
         ("result index", root / "results"),
-        ("result storage", store.home.result_data),
+        ("result storage", f"{store.home.shared.url}/results/data" if store.home.shared else str(store.home.result_data)),
     ]
     lines = [f"# R-LAM run `{run_id}`", "", "| | |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows), "", "## Parquet trace", ""]
-    lines += [f"- {name}: `{path}`" + (f" ({_count(path)} files)" if name in ("runs", "steps", "decisions") else "") for name, path in files]
+    lines += [f"- {name}: `{store.io.url(path) if isinstance(path, PurePath) else path}`" + (f" ({len(store.io.parquet_files(path))} files)" if name in ("runs", "steps", "decisions") else "") for name, path in files]
     lines += ["", f"Inspect: `RLAM_HOME={store.home.root} rlam show {run_id}` · `rlam lineage {run_id}` · `rlam replay {run_id}`"]
     return "\n".join(lines)
 
@@ -127,10 +128,6 @@ def _step_list(steps: list[int]) -> str:
     if len(steps) > 1 and steps == list(range(steps[0], steps[-1] + 1)):
         return f"{steps[0]}-{steps[-1]}"
     return ", ".join(map(str, steps))
-
-
-def _count(path: Any) -> int:
-    return sum(1 for p in path.glob("*.parquet")) if path.is_dir() else 0
 
 
 def _plain(value: Any) -> Any:

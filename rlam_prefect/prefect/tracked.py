@@ -44,6 +44,8 @@ from rlam_prefect.core.hashing import canonical_json, content_hash
 from rlam_prefect.core.home import HomeLayout
 from rlam_prefect.core.keys import cache_key
 from rlam_prefect.core.version import __version__
+from rlam_prefect.execution.locks import key_lock
+from rlam_prefect.execution.tasks import result_storage
 from rlam_prefect.record.compare import outcome
 from rlam_prefect.record.records import ResultRecord, RunEvent, StepRecord
 from rlam_prefect.record.results import ResultGuard
@@ -146,7 +148,7 @@ class TrackedRun:
             elif step in self.executed:
                 row.update(status="executed", output_hash=self.executed[step])
                 assert row.cache_key is not None
-                if self.guard.data_path(row.cache_key).exists():
+                if self.guard.has_data(row.cache_key):
                     digest, size = self.guard.file_digest(row.cache_key)
                     self.store.put_result_record(ResultRecord(
                         cache_key=row.cache_key, action=row.action, output_hash=row.output_hash, output_kind=row.output_kind,
@@ -201,7 +203,7 @@ class ContentPolicy(CachePolicy):
         shown = {k: v if _plain(v) else f"<{hashes[k][:19]}>" for k, v in inputs.items()}
         row.update(params=canonical_json(shown), input_hashes=canonical_json(hashes), cache_key=key, code_version=version, env_hash=env,
                    output_kind=getattr(inspect.signature(fn).return_annotation, "__name__", None))
-        with run.guard.lock(key):
+        with key_lock(run.home, key):
             record = run.store.result_record(key)
             if record is not None:
                 try:
@@ -264,8 +266,8 @@ class StepTask(Task):  # type: ignore[type-arg]  # Task is generic over the user
     def _configured(self, run: TrackedRun) -> Task:  # type: ignore[type-arg]
         ready = self._rlam_configured.get(str(run.home.root))
         if ready is None:
-            ready = Task.with_options(self, cache_policy=ContentPolicy(key_storage=run.home.result_keys), persist_result=True,
-                                      result_storage=run.home.result_data, result_serializer="pickle", cache_result_in_memory=False, retries=0)
+            ready = Task.with_options(self, cache_policy=ContentPolicy(key_storage=result_storage(run.home, "keys")), persist_result=True,
+                                      result_storage=result_storage(run.home, "data"), result_serializer="pickle", cache_result_in_memory=False, retries=0)
             ready.__class__ = Task
             ready.fn = _body(self._rlam_fn, self.name)
             ready._rlam_fn = self._rlam_fn  # type: ignore[attr-defined]

@@ -1,9 +1,10 @@
 """The one trace writer and reader: append-only Parquet tables under ``$RLAM_HOME/traces``.
 
 Layout: ``traces/<table>/<run_id>/<name>.parquet`` (``results/<key>.parquet`` for the cache
-index). Every write makes a new file: written beside its final name, fsynced, then hard-linked
-into place, which fails rather than replace an existing file. A file is therefore complete or
-absent, even after ``kill -9``, and no trace file is ever rewritten. Writers never share a
+index), in RLAM_HOME or on the object store of RLAM_STORE_URL (record/backends.py). Every write
+makes a new file that fails rather than replace an existing one (a hard link locally, a
+conditional create on S3). A file is therefore complete or absent, even after ``kill -9``, and
+no trace file is ever rewritten. Writers never share a
 file, so concurrent processes need no lock. Readers skip the hidden temporary files; a file
 that cannot be read is an error naming it, never silently skipped. Many files are read in one
 pyarrow dataset scan (about 4x faster than one read per file); only when that scan fails are
@@ -18,7 +19,7 @@ import os
 import socket
 import uuid
 from collections.abc import Mapping
-from pathlib import Path
+from pathlib import PurePath
 from typing import Any, TypeVar, cast
 
 import pyarrow as pa
@@ -29,6 +30,7 @@ import pyarrow.parquet as pq
 from rlam_prefect.core.errors import TraceCorruptError, UnknownRunError, one_line
 from rlam_prefect.core.home import HomeLayout
 from rlam_prefect.core.secrets import redact, secret_values
+from rlam_prefect.record.backends import Files, trace_files
 from rlam_prefect.record.records import DecisionRecord, Record, ResultRecord, RunEvent, StepRecord
 from rlam_prefect.record.schema import TABLES
 
@@ -43,16 +45,17 @@ def utcnow() -> dt.datetime:
 class TraceStore:
     def __init__(self, home: HomeLayout) -> None:
         self.home = home
-        self.root = home.traces
+        self.io: Files = trace_files(home)
+        self.root = self.io.root
         self.uncompacted_runs = 0  # set by runs()
         self._tables_ensured = False
 
     # ---- writing -------------------------------------------------------------------------
 
-    def append(self, table: str, rows: list[Mapping[str, Any]], *, partition: str, name: str) -> Path:
+    def append(self, table: str, rows: list[Mapping[str, Any]], *, partition: str, name: str) -> PurePath:
         """Write ``rows`` as one new file; raises FileExistsError instead of replacing a file."""
         self.ensure_tables()
-        return _write_new(self.root / table / partition, name, _arrow_rows(table, rows))
+        return self.io.write_new(self.root / table / partition, name, _arrow_rows(table, rows))
 
     def ensure_tables(self) -> None:
         """Every table exists with its schema from the first write on (a run with no planner call too).
@@ -65,10 +68,10 @@ class TraceStore:
         if self._tables_ensured:
             return
         for table, schema in TABLES.items():
-            if (self.root / table).exists():
+            if self.io.is_dir(self.root / table):
                 continue
             try:
-                _write_new(self.root / table, SCHEMA_FILE, schema.empty_table())
+                self.io.write_new(self.root / table, SCHEMA_FILE, schema.empty_table())
             except FileExistsError:
                 pass  # another process made it first
         self._tables_ensured = True
@@ -103,9 +106,9 @@ class TraceStore:
 
     def result_record(self, cache_key: str) -> dict[str, Any] | None:
         path = self.root / "results" / cache_key[:2] / f"{cache_key}.parquet"
-        if not path.exists():
+        if not self.io.exists(path):
             return None
-        rows = _read_file(path, "results")
+        rows = _read_file(path, "results", self.io)
         return rows[0] if rows else None
 
     def steps(self, run_id: str) -> list[dict[str, Any]]:
@@ -131,13 +134,12 @@ class TraceStore:
         Also sets ``uncompacted_runs``: how many runs were read from their partitions, so a caller
         can suggest ``rlam compact`` when listing has become slow.
         """
-        table_dir = self.root / "runs"
-        if not table_dir.exists():
+        if not self.io.is_dir(self.root / "runs"):
             return []
         segments = self._segment_table()
         uncovered = self._uncompacted_partitions(segments)
         self.uncompacted_runs = len(uncovered)
-        events = pa.concat_tables([segments, _read_files([f for d in uncovered for f in _parquet_files(d)], "runs")])
+        events = pa.concat_tables([segments, _read_files([f for d in uncovered for f in self.io.parquet_files(d)], "runs", self.io)])
         current = [_with_liveness(row) for row in _latest_per_run(events).to_pylist()]
         return sorted(current, key=lambda r: r["started_at"] or r["recorded_at"], reverse=True)
 
@@ -145,19 +147,20 @@ class TraceStore:
         """A full run id or an unambiguous prefix of one, like git."""
         ref = ref.strip()
         table_dir = self.root / "runs"
-        if not ref or not table_dir.exists():
-            raise UnknownRunError(f"unknown run {ref!r} (no runs recorded in {self.root})")
-        if (table_dir / ref).is_dir():
+        if ref and self.io.is_dir(table_dir / ref):
             return ref
-        matches = [p.name for p in table_dir.iterdir() if p.is_dir() and p.name.startswith(ref)]
+        names = self.io.subdirs(table_dir) if ref else []
+        if not names:
+            raise UnknownRunError(f"unknown run {ref!r} (no runs recorded in {self.root})")
+        matches = [name for name in names if name.startswith(ref)]
         if len(matches) == 1:
             return matches[0]
         if not matches:
             raise UnknownRunError(f"unknown run {ref!r} (see `rlam runs`)")
         raise UnknownRunError(f"run id {ref!r} is ambiguous: {', '.join(sorted(matches)[:5])}")
 
-    def files(self) -> list[Path]:
-        return _parquet_files(self.root)
+    def files(self) -> list[PurePath]:
+        return self.io.parquet_files(self.root)
 
     # ---- compaction (additive: new segment files, nothing removed or rewritten) ------------
 
@@ -171,31 +174,29 @@ class TraceStore:
         """
         segments = self._segment_table()
         covered = pc.count_distinct(segments["run_id"]).as_py()
-        events = _read_files([f for d in self._uncompacted_partitions(segments) for f in _parquet_files(d)], "runs")
+        events = _read_files([f for d in self._uncompacted_partitions(segments) for f in self.io.parquet_files(d)], "runs", self.io)
         finished = pc.unique(events.filter(pc.equal(events["event"], "end"))["run_id"])
         events = events.filter(pc.is_in(events["run_id"], value_set=finished))
         if not events.num_rows:
             return {"segment": None, "runs": 0, "rows": 0, "already_compacted": covered}
         events = events.sort_by([("run_id", "ascending"), ("event", "descending")])  # "start" before "end"
         name = f"runs-{utcnow():%Y%m%dT%H%M%S%f}-{uuid.uuid4().hex[:8]}"
-        path = _write_new(self.root / SEGMENTS / "runs", name, events)  # rows were redacted when first written
+        path = self.io.write_new(self.root / SEGMENTS / "runs", name, events)  # rows were redacted when first written
         return {"segment": str(path), "runs": len(finished), "rows": events.num_rows, "already_compacted": covered}
 
     def _segment_table(self) -> pa.Table:
         directory = self.root / SEGMENTS / "runs"
-        return _read_files(_parquet_files(directory), "runs")
+        return _read_files(self.io.parquet_files(directory), "runs", self.io)
 
-    def _uncompacted_partitions(self, segments: pa.Table) -> list[Path]:
+    def _uncompacted_partitions(self, segments: pa.Table) -> list[PurePath]:
         """The runs-table partitions of runs not in ``segments``, by run id."""
         table_dir = self.root / "runs"
-        if not table_dir.is_dir():
-            return []
         covered = set(segments.column("run_id").to_pylist())
-        return sorted(Path(e.path) for e in os.scandir(table_dir) if e.name not in covered and e.is_dir())
+        return sorted(table_dir / name for name in self.io.subdirs(table_dir) if name not in covered)
 
     def _partition_table(self, table: str, partition: str) -> pa.Table:
         directory = self.root / table / partition
-        return _read_files(_parquet_files(directory), table)
+        return _read_files(self.io.parquet_files(directory), table, self.io)
 
     def _read_partition(self, table: str, partition: str) -> list[dict[str, Any]]:
         rows: list[dict[str, Any]] = self._partition_table(table, partition).to_pylist()  # pyarrow is untyped
@@ -205,23 +206,6 @@ class TraceStore:
 _EVENT_ORDER = {"start": "00", "end": "01"}
 SEGMENTS = "_segments"  # traces/_segments/<table>/: consolidated copies written by `rlam compact`
 SCHEMA_FILE = "_schema"  # traces/<table>/_schema.parquet: zero rows, the table's schema (see ensure_tables)
-
-
-def _write_new(directory: Path, name: str, data: pa.Table) -> Path:
-    """One new complete file: written beside its final name, fsynced, hard-linked into place (never replaces)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    final = directory / f"{name}.parquet"
-    tmp = directory / f".{name}.{uuid.uuid4().hex}.tmp"
-    try:
-        # page checksums: damage is detected on read, not decoded; a dictionary only pays off beyond one row
-        pq.write_table(data, tmp, write_page_checksum=True, use_dictionary=data.num_rows > 1)
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.link(tmp, final)
-    finally:
-        tmp.unlink(missing_ok=True)
-    _fsync_dir(directory)
-    return final
 
 
 def _typed(kind: type[R], record: R | Mapping[str, Any]) -> R:
@@ -281,42 +265,31 @@ def _owner_alive(row: Mapping[str, Any]) -> bool:
     return True
 
 
-def _parquet_files(directory: Path) -> list[Path]:
-    """Trace files under ``directory``, none if it does not exist (os.walk: a tenth of rglob's cost, for 10^5 partitions)."""
-    found = [
-        Path(parent, name)
-        for parent, _, names in os.walk(directory)
-        for name in names
-        if name.endswith(".parquet") and not name.startswith((".", "_"))
-    ]
-    return sorted(found)
-
-
 _PARQUET = ds.ParquetFileFormat(default_fragment_scan_options=ds.ParquetFragmentScanOptions(page_checksum_verification=True))
 
 
-def _read_files(paths: list[Path], table: str) -> pa.Table:
+def _read_files(paths: list[PurePath], table: str, io: Files) -> pa.Table:
     """All rows of these trace files in the table's schema; TraceCorruptError names a damaged file."""
     schema = TABLES[table]
-    batches = [_scan(paths[i : i + SCAN_BATCH_FILES], table) for i in range(0, len(paths), SCAN_BATCH_FILES)]
+    batches = [_scan(paths[i : i + SCAN_BATCH_FILES], table, io) for i in range(0, len(paths), SCAN_BATCH_FILES)]
     return pa.concat_tables(batches) if batches else schema.empty_table()
 
 
 SCAN_BATCH_FILES = 1024  # a scan holds every file footer until it ends: 2x10^5 files in one scan took 22 GB, 1024 take ~80 MB
 
 
-def _scan(paths: list[Path], table: str) -> pa.Table:
+def _scan(paths: list[PurePath], table: str, io: Files) -> pa.Table:
     """One dataset scan over ``paths``, as one contiguous table; on any error the files are read one by one to name it."""
     try:
-        dataset = ds.dataset([str(p) for p in paths], schema=TABLES[table], format=_PARQUET)
+        dataset = ds.dataset([str(p) for p in paths], schema=TABLES[table], format=_PARQUET, filesystem=io.filesystem)
         data = dataset.to_table()  # a column a file lacks (written before it existed) reads as nulls
         for fragment in dataset.get_fragments():
             _check_columns(fragment.physical_schema.names, table)
         return data.combine_chunks()
     except (OSError, pa.ArrowException, ValueError) as exc:
         for path in paths:
-            _read_file(path, table)  # raises, naming the first damaged file
-        raise TraceCorruptError(f"trace files under {paths[0].parent} cannot be read ({one_line(exc, 200)}); they were left as they are") from None
+            _read_file(path, table, io)  # raises, naming the first damaged file
+        raise TraceCorruptError(f"trace files under {io.url(paths[0].parent)} cannot be read ({one_line(exc, 200)}); they were left as they are") from None
 
 
 def _check_columns(names: list[str], table: str) -> None:
@@ -325,11 +298,11 @@ def _check_columns(names: list[str], table: str) -> None:
         raise ValueError(f"columns the {table} table never had: {', '.join(unknown)[:80]}")
 
 
-def _read_file(path: Path, table: str) -> list[dict[str, Any]]:
+def _read_file(path: PurePath, table: str, io: Files) -> list[dict[str, Any]]:
     """Rows of one trace file, or TraceCorruptError naming it: damage is never decoded into data."""
     schema = TABLES[table]
     try:
-        data = pq.read_table(path, page_checksum_verification=True)
+        data = pq.read_table(str(path), page_checksum_verification=True, filesystem=io.filesystem)
         _check_columns(data.column_names, table)
         for field in schema:  # files written before a column existed read it as nulls
             if field.name not in data.column_names:
@@ -337,12 +310,4 @@ def _read_file(path: Path, table: str) -> list[dict[str, Any]]:
         rows: list[dict[str, Any]] = data.select(schema.names).cast(schema).to_pylist()  # pyarrow is untyped
         return rows
     except (OSError, pa.ArrowException, ValueError) as exc:  # UnicodeDecodeError is a ValueError
-        raise TraceCorruptError(f"trace file {path} cannot be read ({one_line(exc, 200)}); it was left as it is") from None
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        raise TraceCorruptError(f"trace file {io.url(path)} cannot be read ({one_line(exc, 200)}); it was left as it is") from None

@@ -57,6 +57,6 @@ def _load(guard: ResultGuard, key: str) -> Any:
     from prefect._internal.result_records import ResultRecord
 
     record: ResultRecord[Any] = ResultRecord.deserialize_from_result_and_metadata(
-        result=guard.data_path(key).read_bytes(), metadata=guard.key_path(key).read_bytes()
+        result=guard.read(guard.data_path(key)), metadata=guard.read(guard.key_path(key))
     )
     return record.result
