@@ -50,6 +50,9 @@ def prefect_api_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
     session_home = HomeLayout(tmp_path_factory.mktemp("session-home"))
     os.environ.pop("PREFECT_API_URL", None)
+    # Tests reach this server through PREFECT_API_URL, which never touches its idle clock: without a
+    # long idle limit it stops itself 30 minutes in, in the middle of a slow (loaded) session.
+    os.environ.setdefault(server.IDLE_ENV, "600")
     url = server.ensure_server(session_home)
     os.environ["PREFECT_HOME"] = str(session_home.prefect)
     os.environ["PREFECT_API_URL"] = url
