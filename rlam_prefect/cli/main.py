@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from rlam_prefect.cli.parser import build_parser
-from rlam_prefect.core.errors import RLamError, UsageError
+from rlam_prefect.core.errors import RLamError, UsageError, storage_error
 from rlam_prefect.core.home import HomeLayout
 
 
@@ -39,12 +39,26 @@ def main(argv: Sequence[str] | None = None, executor_child: bool = False) -> int
     except RLamError as exc:
         print(f"rlam: error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
-        print("rlam: interrupted", file=sys.stderr)
-        return 130
     except BrokenPipeError:  # output piped into `head` and the like
         sys.stderr.close()
         return 0
+    except OSError as exc:  # a full or read-only RLAM_HOME
+        storage = storage_error(exc)
+        if storage is None:
+            raise
+        print(f"rlam: error: {storage}", file=sys.stderr)
+        return storage.exit_code
+    except Exception as exc:
+        from rlam_prefect.local.api_lost import as_backend_error
+
+        error = as_backend_error(exc)
+        if error is None:
+            raise
+        print(f"rlam: error: {error}", file=sys.stderr)
+        return error.exit_code
+    except KeyboardInterrupt:
+        print("rlam: interrupted", file=sys.stderr)
+        return 130
 
 
 def _flow_command(args: argparse.Namespace) -> bool:

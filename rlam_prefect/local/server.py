@@ -129,6 +129,7 @@ def _start_lock(home: HomeLayout) -> Iterator[None]:
 
 
 def _start(home: HomeLayout) -> str:
+    check_database(home)
     port = _port(home)
     idle = float(os.environ.get(IDLE_ENV) or DEFAULT_IDLE_MINUTES)
     touch(home)
@@ -151,6 +152,25 @@ def _start(home: HomeLayout) -> str:
         time.sleep(0.2)
     _stop_pid(process.pid, wait=_SERVER_STOP_S + 5.0)
     raise ServerError(f"the local Prefect server did not become healthy in {START_TIMEOUT_S:.0f} s; see {log_path(home)}")
+
+
+def check_database(home: HomeLayout) -> None:
+    """Refuse to start on a damaged SQLite file, naming it: Prefect would only die in its log during start-up."""
+    import sqlite3
+
+    path = home.prefect / "prefect.db"
+    if not path.exists() or path.stat().st_size == 0:
+        return  # a new database is created
+    try:
+        with contextlib.closing(sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)) as db:
+            verdict = db.execute("PRAGMA quick_check").fetchone()[0]
+    except sqlite3.DatabaseError as exc:
+        verdict = str(exc)
+    if verdict != "ok":
+        raise ServerError(
+            f"the Prefect database {path} is damaged ({verdict[:80]}); move it aside and run the command again "
+            f"(a new one is created: Prefect's run history is lost, rlam's traces in {home.traces} are not)"
+        )
 
 
 def _server_env(home: HomeLayout, port: int) -> dict[str, str]:
