@@ -228,8 +228,7 @@ def test_the_server_killed_mid_run_fails_the_run_in_one_line_and_a_fork_resumes(
         line = one_error_line(killed)
         assert killed.code == 6, err
         assert line.startswith("rlam: error: the Prefect API at http://127.0.0.1:") and "stopped answering" in line, line
-        # Prefect's API log worker may have printed one failed batch before the loss was detected; nothing else
-        assert all(x == line or "Error logging to API" in x or "All connection attempts failed" in x for x in err.strip().splitlines()), err
+        assert len(err.strip().splitlines()) == 1, err
         assert executions.read_text().split() == ["begin", "hold"]  # step 3 never started
         runs = rlam(home.root, "runs", "--json", cwd=project, env=env)  # the next command works
         assert runs.code == 0, runs.stderr

@@ -207,9 +207,14 @@ def _server(rlam: Any, home: Any, args: argparse.Namespace) -> int:
 
 def _flow(rlam: Any, home: Any, args: argparse.Namespace) -> int:
     """``run`` (R-LAM, or the untraced script/lam baselines), ``replay`` and ``fork``."""
+    import logging
+
     from rlam_prefect.cli.render import render_run, render_step
     from rlam_prefect.planning.plan import new_run_id, parse_overrides
 
+    # Prefect's API log worker writes "--- Error logging to API ---" and a message without a newline to
+    # stderr when the API is unreachable, and only when this is set; the command reports a lost API itself, in one line
+    logging.raiseExceptions = False
     overrides = parse_overrides(getattr(args, "overrides", []))
     planner = {k: getattr(args, k, None) for k in ("planner", "temperature", "seed", "max_steps", "target_accuracy", "goal")}
     if args.command == "run" and args.pipeline in ("script", "lam"):
