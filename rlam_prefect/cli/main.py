@@ -48,14 +48,6 @@ def main(argv: Sequence[str] | None = None, executor_child: bool = False) -> int
             raise
         print(f"rlam: error: {storage}", file=sys.stderr)
         return storage.exit_code
-    except Exception as exc:
-        from rlam_prefect.local.api_lost import as_backend_error
-
-        error = as_backend_error(exc)
-        if error is None:
-            raise
-        print(f"rlam: error: {error}", file=sys.stderr)
-        return error.exit_code
     except KeyboardInterrupt:
         print("rlam: interrupted", file=sys.stderr)
         return 130

@@ -56,12 +56,6 @@ class ReplayMismatchError(RLamError):
     exit_code = 4
 
 
-class BackendUnavailableError(RLamError):
-    """The Prefect API stopped answering: what was recorded before is kept, nothing after it was attempted."""
-
-    exit_code = 6
-
-
 class StorageError(RLamError):
     """RLAM_HOME could not be written (full, read-only, not ours): nothing half-written was indexed."""
 

@@ -21,7 +21,7 @@ from prefect import State, flow
 from prefect.runtime import flow_run
 from prefect.states import Failed
 
-from rlam_prefect.core.errors import BackendUnavailableError, RLamError, one_line
+from rlam_prefect.core.errors import PrefectAPIError, RLamError, one_line
 from rlam_prefect.core.home import HomeLayout
 from rlam_prefect.execution.run_log import RunLog
 from rlam_prefect.execution.session import RunSession
@@ -98,7 +98,7 @@ async def rlam_flow(
                 session.execute(decision)
         except BaseException as exc:  # recorded, then re-raised: the run must not look completed
             session.finish(error=f"{type(exc).__name__}: {exc}")
-            if isinstance(exc, Exception) and not isinstance(exc, BackendUnavailableError):  # no API, no artifacts
+            if isinstance(exc, Exception) and not isinstance(exc, PrefectAPIError):  # no API, no artifacts
                 try:
                     await publish_run_artifacts(session.store, plan.run_id)
                 except Exception as publish_error:  # the run's own failure stays the one raised
@@ -125,7 +125,7 @@ def _require_api(run_id: str, step: int) -> None:
     problem = get_client(sync_client=True).api_healthcheck()
     if problem is not None:
         quieten_prefect_workers()
-        raise BackendUnavailableError(
+        raise PrefectAPIError(
             f"the Prefect API at {PREFECT_API_URL.value()} stopped answering ({type(problem).__name__}) before step {step} of run {run_id}; "
             f"the steps before it are recorded: resume with `rlam fork {run_id} --step {step}`"
         )
