@@ -125,7 +125,7 @@ def _require_api(run_id: str, step: int) -> None:
     problem = get_client(sync_client=True).api_healthcheck()
     if problem is not None:
         quieten_prefect_workers()
-        raise PrefectAPIError(
-            f"the Prefect API at {PREFECT_API_URL.value()} stopped answering ({type(problem).__name__}) before step {step} of run {run_id}; "
-            f"the steps before it are recorded: resume with `rlam fork {run_id} --step {step}`"
+        raise PrefectAPIError(  # worded as runner.py words a failure it catches, plus the step
+            f"the Prefect API failed during the run ({one_line(problem).split(' - ')[0]}) at {PREFECT_API_URL.value()}, before step {step} of run {run_id}; "
+            f"the steps completed before it are kept: fork from the first missing step once it is back: `rlam fork {run_id} --step {step}`"
         )
