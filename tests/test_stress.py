@@ -96,9 +96,17 @@ def test_threads_compute_code_versions_and_hashes_identically_while_others_parse
                 if got != expected[kind]:
                     mismatches.append(kind)
 
+    class Finalised:  # cyclic garbage with a finaliser: a collection then runs Python code, as in a real process
+        def __init__(self) -> None:
+            self.cycle = self
+
+        def __del__(self) -> None:
+            pass
+
     def parser() -> None:
         start.wait()
         while not working.is_set():
+            _garbage = [Finalised() for _ in range(200)]
             for source in sources:
                 try:
                     ast.parse(source)
