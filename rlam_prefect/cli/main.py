@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from rlam_prefect.cli.parser import build_parser
-from rlam_prefect.core.errors import RLamError, UsageError
+from rlam_prefect.core.errors import RLamError, UsageError, storage_error
 from rlam_prefect.core.home import HomeLayout
 
 
@@ -44,12 +44,18 @@ def main(argv: Sequence[str] | None = None, executor_child: bool = False) -> int
     except RLamError as exc:
         print(f"rlam: error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
-        print("rlam: interrupted", file=sys.stderr)
-        return 130
     except BrokenPipeError:  # output piped into `head` and the like
         sys.stderr.close()
         return 0
+    except OSError as exc:  # a full or read-only RLAM_HOME
+        storage = storage_error(exc)
+        if storage is None:
+            raise
+        print(f"rlam: error: {storage}", file=sys.stderr)
+        return storage.exit_code
+    except KeyboardInterrupt:
+        print("rlam: interrupted", file=sys.stderr)
+        return 130
 
 
 def _flow_command(args: argparse.Namespace) -> bool:
@@ -211,9 +217,14 @@ def _server(rlam: Any, home: Any, args: argparse.Namespace) -> int:
 
 def _flow(rlam: Any, home: Any, args: argparse.Namespace) -> int:
     """``run`` (R-LAM, or the untraced script/lam baselines), ``replay`` and ``fork``."""
+    import logging
+
     from rlam_prefect.cli.render import render_run, render_step
     from rlam_prefect.planning.plan import new_run_id, parse_overrides
 
+    # Prefect's API log worker writes "--- Error logging to API ---" and a message without a newline to
+    # stderr when the API is unreachable, and only when this is set; the command reports a lost API itself, in one line
+    logging.raiseExceptions = False
     overrides = parse_overrides(getattr(args, "overrides", []))
     planner = {k: getattr(args, k, None) for k in ("planner", "temperature", "seed", "max_steps", "target_accuracy", "goal")}
     if args.command == "run" and args.pipeline in ("script", "lam"):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ast
 import functools
+import gc
 import inspect
 import sys
 import sysconfig
@@ -78,7 +79,7 @@ def is_project_module(module: types.ModuleType | None) -> bool:
 
 def _normalised_tree(obj: Any) -> ast.AST:
     source = textwrap.dedent(inspect.getsource(obj))
-    tree = ast.parse(source)
+    tree = _parse(source)
     for node in ast.walk(tree):
         body = getattr(node, "body", None)
         if (
@@ -90,6 +91,25 @@ def _normalised_tree(obj: Any) -> ast.AST:
         ):
             node.body = body[1:] or [ast.Pass()]
     return tree
+
+
+def _parse(source: str) -> ast.Module:
+    """``ast.parse`` with the garbage collector paused (the caller holds the lock).
+
+    The lock keeps rlam's own parses apart, but code outside rlam may parse in another thread. CPython
+    3.11 keeps the AST constructor's depth counter per interpreter and each parse resets it at its
+    start, so the parse that loses the GIL half-way fails (python/cpython#106905). Converting the
+    tree runs no Python code of its own; only a collection can run finalizers and so switch threads
+    mid-way. With the collector paused, this parse completes without a switch. (A parse outside rlam
+    that was itself interrupted half-way can still fail: that is the interpreter's bug, not ours.)
+    """
+    paused = gc.isenabled()
+    gc.disable()
+    try:
+        return ast.parse(source)
+    finally:
+        if paused:
+            gc.enable()
 
 
 def _project_references(obj: Any, tree: ast.AST) -> list[Any]:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import errno
+import os
+
 
 def one_line(exc: BaseException, limit: int = 500) -> str:
     """An exception as one line of at most ``limit`` characters (its type when it says nothing)."""
@@ -51,6 +54,23 @@ class ReplayMismatchError(RLamError):
     """A replay could not serve a step from the cache, or served one with a different hash."""
 
     exit_code = 4
+
+
+class StorageError(RLamError):
+    """RLAM_HOME could not be written (full, read-only, not ours): nothing half-written was indexed."""
+
+    exit_code = 7
+
+
+STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
+
+
+def storage_error(exc: OSError) -> StorageError | None:
+    """A write refused by the file system as one line, or None for any other OSError (a bug: let it raise)."""
+    if exc.errno not in STORAGE_ERRNOS:
+        return None
+    where = f": {exc.filename}" if exc.filename else ""
+    return StorageError(f"cannot write to RLAM_HOME ({os.strerror(exc.errno)}{where}); what was recorded before is kept, free space or fix the permissions and run the command again")
 
 
 class ActionContractError(RLamError):

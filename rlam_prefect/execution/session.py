@@ -22,7 +22,7 @@ from rlam_prefect.actions.artifact import Artifact
 from rlam_prefect.actions.files import check_files_unchanged, declared_files
 from rlam_prefect.actions.registry import get_action
 from rlam_prefect.core.environment import environment, environment_hash, runtime_versions
-from rlam_prefect.core.errors import DataFileError, ReplayMismatchError, RLamError, StoredResultError, one_line
+from rlam_prefect.core.errors import DataFileError, ReplayMismatchError, RLamError, StorageError, StoredResultError, one_line
 from rlam_prefect.core.hashing import canonical_json, content_hash
 from rlam_prefect.core.home import HomeLayout
 from rlam_prefect.core.keys import cache_key
@@ -253,6 +253,8 @@ class RunSession:
                 row.status = "executed"
                 if files and spec.file_digests(params) != files:
                     raise DataFileError(f"{what}: {', '.join(f.path for f in files.values())} changed while the step read it; its result was not indexed, run again")
+                if not self.guard.io.exists(self.guard.key_path(key)):  # Prefect logs a failed result write and goes on; never index a torn file
+                    raise StorageError(f"{what}: its result was not stored in {self.guard.location(key)} (see the Prefect log above: a full disk?); it was not indexed")
                 digest, size = self.guard.file_digest(key)
                 indexed = self.store.put_result_record(
                     ResultRecord(

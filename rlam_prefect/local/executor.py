@@ -64,6 +64,7 @@ class _Executor:
         self.command = command
         self.idle_s = idle_minutes * 60.0
         self.stopping = False
+        self.server_gone = False  # its commands are left to fail on their own (one line, run recorded failed)
         self.children: dict[int, socket.socket] = {}  # child pid -> its client's connection
         self.terminated_at: dict[int, float] = {}
         self.last_activity = time.monotonic()
@@ -109,7 +110,7 @@ class _Executor:
             if self.stopping and listener.fileno() >= 0:
                 listener.close()
                 socket_path(self.home).unlink(missing_ok=True)
-                for pid in list(self.children):
+                for pid in list(self.children) if not self.server_gone else []:  # those end themselves, in one line
                     self._terminate(pid)
             # a child being interrupted is only reaped: its client's closed socket stays readable and would spin this loop
             watched = [conn for pid, conn in self.children.items() if pid not in self.terminated_at]
@@ -128,8 +129,8 @@ class _Executor:
             if self.managed and not self.stopping and time.monotonic() - self.server_checked > 2.0:
                 self.server_checked = time.monotonic()
                 if not self._server_alive():
-                    print("rlam executor: the local Prefect server stopped, stopping", flush=True)
-                    self.stopping = True
+                    print("rlam executor: the local Prefect server stopped, stopping once running commands end", flush=True)
+                    self.stopping = self.server_gone = True
             if not self.children and time.monotonic() - self.last_activity > self.idle_s and not self.stopping:
                 print(f"rlam executor: idle for {self.idle_s / 60:g} min, stopping", flush=True)
                 self.stopping = True

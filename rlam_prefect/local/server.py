@@ -179,6 +179,7 @@ def _start_lock(home: HomeLayout) -> Iterator[None]:
 def _start(home: HomeLayout) -> str:
     from rlam_prefect.local.template import seed_home
 
+    check_database(home)  # before seeding: a damaged database is the user's to move aside, never replaced
     port = _port(home)
     url = f"http://127.0.0.1:{port}/api"
     env = _server_env(home, port)
@@ -202,6 +203,25 @@ def _write_state(home: HomeLayout, state: dict[str, Any]) -> None:
     tmp = state_path(home).with_suffix(f".{os.getpid()}.tmp")
     tmp.write_text(json.dumps(state))
     os.replace(tmp, state_path(home))
+
+
+def check_database(home: HomeLayout) -> None:
+    """Refuse to start on a damaged SQLite file, naming it: Prefect would only die in its log during start-up."""
+    import sqlite3
+
+    path = home.prefect / "prefect.db"
+    if not path.exists() or path.stat().st_size == 0:
+        return  # a new database is created
+    try:
+        with contextlib.closing(sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)) as db:
+            verdict = db.execute("PRAGMA quick_check").fetchone()[0]
+    except sqlite3.DatabaseError as exc:
+        verdict = str(exc)
+    if verdict != "ok":
+        raise ServerError(
+            f"the Prefect database {path} is damaged ({verdict[:80]}); move it aside and run the command again "
+            f"(a new one is created: Prefect's run history is lost, rlam's traces in {home.traces} are not)"
+        )
 
 
 def _server_env(home: HomeLayout, port: int) -> dict[str, str]:

@@ -8,6 +8,7 @@ R-LAM layer's own work per step. Entering a ``SyncClientContext`` makes those ca
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -18,3 +19,13 @@ def shared_sync_client() -> Iterator[None]:
 
     with SyncClientContext.get_or_create():
         yield
+
+
+def quieten_prefect_workers() -> None:
+    """Once the API is known gone: Prefect's log and event workers would print one error per queued item.
+
+    They drain against the dead API while the process exits, each item after the client's retries;
+    the caller reports the loss itself, in one line.
+    """
+    logging.getLogger("prefect._internal.concurrency").disabled = True
+    logging.raiseExceptions = False  # Prefect's API log worker prints "--- Error logging to API ---" only when set

@@ -21,14 +21,14 @@ from prefect import State, flow
 from prefect.runtime import flow_run
 from prefect.states import Failed
 
-from rlam_prefect.core.errors import RLamError, one_line
+from rlam_prefect.core.errors import PrefectAPIError, RLamError, one_line
 from rlam_prefect.core.home import HomeLayout
 from rlam_prefect.execution.run_log import RunLog
 from rlam_prefect.execution.session import RunSession
 from rlam_prefect.planning.plan import prepare_plan
 from rlam_prefect.planning.requests import request_from_parameters
 from rlam_prefect.prefect.artifacts import flow_run_name, name_flow_run, publish_run_artifacts, run_tags
-from rlam_prefect.prefect.client import shared_sync_client
+from rlam_prefect.prefect.client import quieten_prefect_workers, shared_sync_client
 from rlam_prefect.record.store import TraceStore
 
 
@@ -94,10 +94,11 @@ async def rlam_flow(
         session.start()
         try:
             while (decision := session.next_decision()) is not None:
+                _require_api(plan.run_id, len(session.history) + 1)
                 session.execute(decision)
         except BaseException as exc:  # recorded, then re-raised: the run must not look completed
             session.finish(error=f"{type(exc).__name__}: {exc}")
-            if isinstance(exc, Exception):
+            if isinstance(exc, Exception) and not isinstance(exc, PrefectAPIError):  # no API, no artifacts
                 try:
                     await publish_run_artifacts(session.store, plan.run_id)
                 except Exception as publish_error:  # the run's own failure stays the one raised
@@ -109,3 +110,22 @@ async def rlam_flow(
             # a failed run is an outcome, not a crash: mark the flow run failed without a traceback
             return Failed(message=f"run {plan.run_id} {summary['status']}: see `rlam show {plan.run_id}`")
         return {"run_id": plan.run_id, "status": summary["status"]}
+
+
+def _require_api(run_id: str, step: int) -> None:
+    """Stop before step ``step`` when the Prefect API is gone (its client's own retries included).
+
+    Prefect keeps running a flow's tasks after its server died and only its state updates fail, so
+    without this check the run would go on unobserved and end in a connection traceback. Stopping
+    here records the run as failed after the steps that finished, which a fork resumes.
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL
+
+    problem = get_client(sync_client=True).api_healthcheck()
+    if problem is not None:
+        quieten_prefect_workers()
+        raise PrefectAPIError(  # worded as runner.py words a failure it catches, plus the step
+            f"the Prefect API failed during the run ({one_line(problem).split(' - ')[0]}) at {PREFECT_API_URL.value()}, before step {step} of run {run_id}; "
+            f"the steps completed before it are kept: fork from the first missing step once it is back: `rlam fork {run_id} --step {step}`"
+        )

@@ -55,7 +55,7 @@ def call_flow(params: dict[str, Any]) -> Any:
     from prefect import tags
 
     from rlam_prefect.prefect.artifacts import run_tags
-    from rlam_prefect.prefect.client import shared_sync_client
+    from rlam_prefect.prefect.client import quieten_prefect_workers, shared_sync_client
     from rlam_prefect.prefect.flow import rlam_flow
 
     mode = "replay" if params.get("replay_of") else "fork" if params.get("fork_of") else "run"
@@ -66,6 +66,10 @@ def call_flow(params: dict[str, Any]) -> Any:
             try:
                 return asyncio.run(rlam_flow(**params, return_state=True))  # type: ignore[arg-type]  # an async flow (see flow.py): calling it returns a coroutine, which prefect types as Awaitable
             except httpx.HTTPError as exc:  # the server, or the database behind it, went away mid-run
+                quieten_prefect_workers()
+                stopped = _stopped_before_a_step(exc)
+                if stopped is not None:  # the flow stopped itself (flow.py): its line names the step to fork from
+                    raise stopped from None
                 raise PrefectAPIError(
                     f"the Prefect API failed during the run ({one_line(exc).split(' - ')[0]}); the steps completed before it are kept: "
                     "fork from the first missing step once it is back"
@@ -78,6 +82,18 @@ def call_flow(params: dict[str, Any]) -> Any:
     context = contextvars.copy_context()
     with concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="rlam-flow") as pool:
         return pool.submit(context.run, run).result()
+
+
+def _stopped_before_a_step(exc: BaseException) -> PrefectAPIError | None:
+    """The flow's own PrefectAPIError when Prefect's failed final state update was raised while handling it."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, PrefectAPIError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
 
 
 def report_of(plan: RunPlan, home: HomeLayout, state: Any) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import inspect
 import json
+import sys
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
@@ -19,9 +20,10 @@ from typing import Any
 
 from prefect import Flow
 
+from rlam_prefect.core.code_version import code_version
 from rlam_prefect.core.errors import UsageError
 from rlam_prefect.core.home import HomeLayout
-from rlam_prefect.prefect.tracked import _CURRENT, PIPELINE, RLAM_PARAMETERS, TrackedRun
+from rlam_prefect.prefect.tracked import _CURRENT, PIPELINE, RLAM_PARAMETERS, StepTask, TrackedRun
 from rlam_prefect.record.store import TraceStore
 
 
@@ -52,6 +54,7 @@ def track(flow_obj: Flow) -> Flow:  # type: ignore[type-arg]
         token = _CURRENT.set(run)
         run.event("start", "running")
         try:
+            _version_steps(fn)
             result = fn(*bound.args, **bound.kwargs)
             for future in run.futures:
                 future.wait()
@@ -86,6 +89,19 @@ def track(flow_obj: Flow) -> Flow:  # type: ignore[type-arg]
     )  # its parameter schema (the custom-run form) now has the rlam_* fields too
     new._rlam_entrypoint = entrypoint  # type: ignore[attr-defined]
     return new
+
+
+def _version_steps(fn: Any) -> None:
+    """Code versions of the steps the flow's module holds, computed now, before any task thread runs.
+
+    Each is memoised, so a step's cache key (computed in a task thread) parses nothing: CPython 3.11's
+    AST constructor can fail when threads parse at once (python/cpython#106905), and the lock in
+    core/code_version.py serialises only rlam's own parsing.
+    """
+    module = sys.modules.get(fn.__module__)
+    for value in list(vars(module).values()) if module else []:
+        if isinstance(value, StepTask):
+            code_version(value._rlam_fn, module_names=False)
 
 
 class FlowStepsFailed(RuntimeError):
