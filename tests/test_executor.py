@@ -20,6 +20,7 @@ import pytest
 
 from rlam_prefect.core.home import HomeLayout
 from rlam_prefect.local import executor_client as executor
+from rlam_prefect.local.processes import pid_alive
 from rlam_prefect.record.store import TraceStore
 from tests.conftest import ROOT, Workspace
 from tests.llm_server import HANG, LLMServer
@@ -48,7 +49,7 @@ def _wait_ready(home: HomeLayout, not_pid: int | None = None, timeout: float = 1
 
 
 def _alive(pid: int) -> bool:
-    return executor._alive(pid)
+    return pid_alive(pid)
 
 
 @pytest.fixture(scope="module")

@@ -19,9 +19,11 @@ from pathlib import Path
 
 import pytest
 
+from rlam_prefect.core.files import file_digest
 from rlam_prefect.core.home import HomeLayout
 from rlam_prefect.local import executor_client as executor
 from rlam_prefect.local import server, template
+from rlam_prefect.local.processes import pid_alive
 
 pytestmark = pytest.mark.server  # builds templates and starts Prefect servers of its own
 
@@ -68,7 +70,7 @@ def test_a_damaged_template_is_refused(cache: Path, tmp_path: Path):
     assert template.check_template(copy, version, head) == "its bytes changed since it was built"
     (copy / template.DB_NAME).write_bytes(b"not a database")  # a consistent record of a non-database is refused too
     meta = json.loads((copy / template.META_NAME).read_text())
-    (copy / template.META_NAME).write_text(json.dumps({**meta, "sha256": template._sha256(copy / template.DB_NAME)}))
+    (copy / template.META_NAME).write_text(json.dumps({**meta, "sha256": file_digest(copy / template.DB_NAME).digest}))
     problem = template.check_template(copy, version, head)
     assert problem is not None and problem.startswith("not a readable Prefect database")
 
@@ -146,7 +148,7 @@ def test_a_home_seeded_from_the_template_runs_a_flow_and_stop_leaves_no_process(
         stopped = subprocess.run([sys.executable, "-m", "rlam_prefect.cli", "server", "stop"], env=_env(home, cache), cwd=ROOT,
                                  capture_output=True, text=True, timeout=60)
         assert stopped.returncode == 0 and stopped.stdout.strip() == "stopped", stopped.stderr
-        assert _group_members(group) == [] and not executor._alive(executor_pid)
+        assert _group_members(group) == [] and not pid_alive(executor_pid)
         assert server.read_state(home) is None and executor.read_state(home) is None
     finally:
         server.stop(home)

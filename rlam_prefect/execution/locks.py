@@ -16,7 +16,6 @@ not block the key for ever; a step that outlives it is refused at the end, never
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import functools
 import os
 import socket
@@ -26,6 +25,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from rlam_prefect.core.errors import StoredResultError
+from rlam_prefect.core.filelock import exclusive
 from rlam_prefect.core.home import HomeLayout
 from rlam_prefect.core.storage import LOCK_ENV, LOCK_HOLD_ENV, lock_hold_seconds, lock_url, unshared_lock_warning
 
@@ -71,12 +71,8 @@ def _warn_once(line: str) -> None:
 def _file_lock(home: HomeLayout, key: str) -> Iterator[None]:
     home.locks.mkdir(parents=True, exist_ok=True)
     path = home.locks / f"result-{int(key[:8], 16) % _LOCK_STRIPES:03d}.lock"
-    with open(path, "a+b") as handle:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+    with exclusive(path):
+        yield
 
 
 @functools.cache

@@ -44,13 +44,13 @@ from rlam_prefect.local.executor_client import (
     _CHILD_TERM_GRACE_S,
     MAX_CHILDREN,
     PROTOCOL,
-    _alive,
     _lock_path,
     fingerprint,
     read_state,
     socket_path,
     state_path,
 )
+from rlam_prefect.local.processes import pid_alive
 
 Command = Callable[[list[str]], int]  # runs `rlam argv` in a child and returns its exit code
 
@@ -75,7 +75,7 @@ class _Executor:
         from rlam_prefect.local import server
 
         state = server.read_state(self.home)
-        return bool(state and state.get("url") == self.api_url and _alive(state.get("supervisor_pid")))
+        return bool(state and state.get("url") == self.api_url and pid_alive(state.get("supervisor_pid")))
 
     def preload(self) -> bool:
         """Import what every command needs; False when no client launched this home's server (nothing to serve)."""

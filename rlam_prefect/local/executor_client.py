@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from rlam_prefect.core.home import HomeLayout
+from rlam_prefect.local.processes import pid_alive
 
 SWITCH_ENV = "RLAM_EXECUTOR"
 PROTOCOL = 1
@@ -218,7 +219,7 @@ def status(home: HomeLayout) -> dict[str, Any]:
     state = read_state(home)
     if not state:
         return {"running": False}
-    return {**state, "running": _alive(state.get("pid")) and socket_path(home).exists()}
+    return {**state, "running": pid_alive(state.get("pid")) and socket_path(home).exists()}
 
 
 def stop(home: HomeLayout, wait: float = 10.0) -> bool:
@@ -232,7 +233,7 @@ def stop(home: HomeLayout, wait: float = 10.0) -> bool:
 def request_stop(home: HomeLayout) -> int | None:
     """SIGTERM to this home's executor (it interrupts its running commands and exits); its pid, or None."""
     pid: int | None = (read_state(home) or {}).get("pid")
-    if pid is None or not _alive(pid):
+    if pid is None or not pid_alive(pid):
         _forget(home, pid)
         return None
     with contextlib.suppress(ProcessLookupError):
@@ -244,9 +245,9 @@ def wait_stopped(home: HomeLayout, pid: int | None, wait: float = 10.0) -> None:
     """Wait for the executor to exit after ``request_stop``; SIGKILL after ``wait`` seconds."""
     if pid is not None:
         deadline = time.monotonic() + wait
-        while _alive(pid) and time.monotonic() < deadline:
+        while pid_alive(pid) and time.monotonic() < deadline:
             time.sleep(0.02)
-        if _alive(pid):
+        if pid_alive(pid):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
     _forget(home, pid)
@@ -259,16 +260,3 @@ def _forget(home: HomeLayout, pid: int | None) -> None:
             socket_path(home).unlink(missing_ok=True)
 
 
-def _alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    with contextlib.suppress(OSError):  # a zombie is not alive
-        if Path(f"/proc/{pid}/stat").read_text().split(") ")[1].startswith("Z"):
-            return False
-    return True

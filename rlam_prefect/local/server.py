@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import fcntl
 import json
 import os
 import signal
@@ -29,12 +28,13 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from rlam_prefect.core.errors import RLamError
+from rlam_prefect.core.filelock import exclusive
 from rlam_prefect.core.home import HomeLayout
+from rlam_prefect.local.processes import pid_alive
 
 IDLE_ENV = "RLAM_SERVER_IDLE_MINUTES"
 DEFAULT_IDLE_MINUTES = 30.0
@@ -122,7 +122,7 @@ def wait_ready(home: HomeLayout, url: str, timeout: float = START_TIMEOUT_S) -> 
     deadline = time.monotonic() + timeout
     while True:
         state = read_state(home)
-        if not state or state.get("url") != url or not _pid_alive(state.get("supervisor_pid")):
+        if not state or state.get("url") != url or not pid_alive(state.get("supervisor_pid")):
             raise ServerError(f"the local Prefect server exited during start-up; see {log_path(home)}")
         if not state.get("starting") and healthy(url):
             return
@@ -148,32 +148,13 @@ def stop(home: HomeLayout) -> bool:
 
 def _starting(state: dict[str, Any]) -> bool:
     """A supervisor launched by a client and still starting its server (it rewrites the state when ready)."""
-    return bool(state.get("starting")) and _pid_alive(state.get("supervisor_pid")) and time.time() - float(state.get("started_at", 0)) < START_TIMEOUT_S
+    return bool(state.get("starting")) and pid_alive(state.get("supervisor_pid")) and time.time() - float(state.get("started_at", 0)) < START_TIMEOUT_S
 
 
-def _pid_alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    with contextlib.suppress(OSError):  # a zombie is not alive
-        if Path(f"/proc/{pid}/stat").read_text().split(") ")[1].startswith("Z"):
-            return False
-    return True
 
 
-@contextlib.contextmanager
-def _start_lock(home: HomeLayout) -> Iterator[None]:
-    with open(home.prefect / "server.lock", "a+b") as handle:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+def _start_lock(home: HomeLayout) -> contextlib.AbstractContextManager[None]:
+    return exclusive(home.prefect / "server.lock")
 
 
 def _start(home: HomeLayout) -> str:

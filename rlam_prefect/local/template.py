@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import importlib.metadata
 import importlib.util
 import json
@@ -33,10 +32,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 from rlam_prefect.core.errors import RLamError
+from rlam_prefect.core.filelock import exclusive
+from rlam_prefect.core.files import file_digest
 
 CACHE_ENV = "RLAM_CACHE_DIR"
 DB_NAME = "prefect.db"
@@ -116,7 +117,7 @@ def ensure_template(environ: Mapping[str, str]) -> Path:
     version, head = installed_key()
     folder = template_folder(environ, version, head)
     folder.mkdir(parents=True, exist_ok=True)
-    with _locked(folder / "build.lock"):
+    with exclusive(folder / "build.lock"):
         problem = check_template(folder, version, head)
         if problem is None:
             return folder / DB_NAME
@@ -162,7 +163,7 @@ def check_template(folder: Path, version: str, head: str) -> str | None:
     if (meta.get("prefect_version"), meta.get("migration_head")) != (version, head):
         return f"built for Prefect {meta.get('prefect_version')} at {meta.get('migration_head')}, installed {version} at {head}"
     try:
-        digest = _sha256(db)
+        digest = file_digest(db).digest
     except OSError as exc:
         return f"cannot read {db.name}: {exc}"
     if digest != meta.get("sha256"):
@@ -207,7 +208,7 @@ def _build(folder: Path, version: str, head: str, environ: Mapping[str, str]) ->
         problem = _check_database(built, head)
         if problem is not None:
             raise TemplateError(f"the database Prefect just migrated fails its check: {problem}")
-        meta = {"prefect_version": version, "migration_head": head, "sha256": _sha256(built),
+        meta = {"prefect_version": version, "migration_head": head, "sha256": file_digest(built).digest,
                 "built_at": time.time(), "build_s": round(time.monotonic() - started, 2)}
         (folder / META_NAME).unlink(missing_ok=True)  # never a new database beside an old record, nor the reverse
         os.replace(built, folder / DB_NAME)
@@ -221,18 +222,7 @@ def _copy_database(source: Path, target: Path) -> None:
         src.backup(dst)
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    with open(path, "a+b") as handle:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
 if __name__ == "__main__":  # the background build (build_in_background): lowest priority, then Prefect's migrations
