@@ -111,6 +111,10 @@ class Workspace:
         """Make this (still empty) home a copy of ``source``: traces and results, byte for byte."""
         assert not self.home.root.exists(), f"{self.home.root} is not empty"
         shutil.copytree(source.root, self.home.root, symlinks=True)
+        # Prefect's result metadata (results/keys/<key>, JSON) names its data file by absolute path, and
+        # Prefect refuses a path outside the storage's base: point the copy's metadata at its own data.
+        for meta in self.home.result_keys.glob("*"):
+            meta.write_text(meta.read_text().replace(str(source.root), str(self.home.root)))
 
 
 @pytest.fixture

@@ -60,8 +60,7 @@ def test_replay_is_served_entirely_from_cache_and_identical(workspace, witness, 
 
 def test_fork_at_every_step_executes_exactly_the_steps_from_k(workspace, witness, original):
     parent_traces = {k: v for k, v in workspace.snapshot("traces").items() if original["run_id"] in k}
-    order = [s["action"] for s in original["steps"]]
-    assert witness.calls() == order  # the original's five executions, seen from outside rlam
+    order = [s["action"] for s in original["steps"]]  # recorded once per worker (conftest), before this witness
     for k, assignment in FORK_OVERRIDES.items():
         seen = witness.mark()
         fork = workspace.rlam_json("fork", original["run_id"], "--step", str(k), "--set", assignment)
