@@ -124,6 +124,24 @@ def workspace(prefect_api_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPa
     return Workspace(home)
 
 
+@pytest.fixture(autouse=True)
+def _no_running_loop_left_by_playwright(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Hide an event loop that pytest-playwright's session-scoped Playwright left marked as running on
+    this worker's main thread, for every test but the browser tests that own it: with it, asyncio.run
+    refuses to start and Prefect's sync calls return coroutines (tests that run flows in-process)."""
+    import asyncio
+
+    leaked = asyncio._get_running_loop()
+    if leaked is None or "page" in request.fixturenames:
+        yield
+        return
+    asyncio._set_running_loop(None)
+    try:
+        yield
+    finally:
+        asyncio._set_running_loop(leaked)
+
+
 @dataclass(frozen=True)
 class Recorded:
     """A home holding one completed ``rlam run --planner fixed`` and that command's ``--json`` report."""

@@ -117,8 +117,6 @@ def test_a_damaged_trace_file_is_one_line_exit_3_and_left_alone(workspace, origi
 def test_bad_flow_parameters_fail_the_flow_run_before_any_work(workspace, original):
     """What a mistyped fork in the Prefect UI form gets: a failed flow run with the reason, nothing written."""
     import asyncio
-    import concurrent.futures
-    import contextvars
 
     from rlam_prefect.prefect.flow import rlam_flow
 
@@ -131,10 +129,7 @@ def test_bad_flow_parameters_fail_the_flow_run_before_any_work(workspace, origin
         ({"replay_of": original["run_id"], "overrides": {"train_model": {"C": 2}}}, "a replay takes no overrides"),
     ]
     for params, message in cases:
-        # a thread of its own, with this context (Prefect's settings): an earlier test on this worker
-        # (Playwright's sync API) may have left an event loop running on the main thread
-        with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            state = pool.submit(contextvars.copy_context().run, asyncio.run, rlam_flow(**params, return_state=True)).result()
+        state = asyncio.run(rlam_flow(**params, return_state=True))
         assert state.is_failed(), params
         assert message in str(state.result(raise_on_failure=False)), (params, state.message)
     assert workspace.snapshot() == before
