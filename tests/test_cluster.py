@@ -16,7 +16,6 @@ import os
 import re
 import shlex
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -34,6 +33,7 @@ import pytest
 from rlam_prefect.core.home import HomeLayout
 from rlam_prefect.local import server
 from rlam_prefect.record.store import TraceStore
+from tests.workers import stop_worker
 
 pytestmark = pytest.mark.server  # starts PostgreSQL and a Prefect server of its own
 
@@ -240,7 +240,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         if url and workers:
             _let_flow_runs_finish(url)
         for worker in workers:
-            _stop_worker(worker)
+            stop_worker(worker)
         server.stop(server_home)
         if pg.data.exists():
             subprocess.run(["su", "postgres", "-c", f"{pg.bin / 'pg_ctl'} -D {pg.data} stop -m fast"] if os.geteuid() == 0 else [str(pg.bin / "pg_ctl"), "-D", str(pg.data), "stop", "-m", "fast"], capture_output=True)
@@ -259,20 +259,6 @@ def _let_flow_runs_finish(url: str, timeout: float = 120.0) -> None:
             return
         time.sleep(1.0)
 
-
-def _stop_worker(worker: subprocess.Popen[bytes]) -> None:
-    """A background ``prefect worker`` needs TERM, then INT, to stop."""
-    for sig, wait in ((signal.SIGTERM, 2.0), (signal.SIGINT, 15.0)):
-        if worker.poll() is not None:
-            return
-        worker.send_signal(sig)
-        try:
-            worker.wait(timeout=wait)
-        except subprocess.TimeoutExpired:
-            continue
-    if worker.poll() is None:
-        worker.kill()
-        worker.wait()
 
 
 def _train_cs(executed: list[tuple[str, dict[str, Any]]]) -> list[float]:

@@ -14,7 +14,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -31,6 +30,7 @@ from rlam_prefect.local import server
 from rlam_prefect.record.store import TraceStore
 from tests.witness.plugin import Witness
 from tests.witness.sitecustomize import FILE_ENV, ROOTS_ENV
+from tests.workers import stop_worker
 
 pytestmark = pytest.mark.server  # starts Prefect servers of its own
 
@@ -150,7 +150,7 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
     finally:
         if worker is not None:
             _let_flow_runs_finish(url)  # after a failed test some may still run: never leave their processes behind
-            _stop_worker(worker)
+            stop_worker(worker)
         server.stop(server_home)  # measured 25 s under load: the supervisor's SIGINT/SIGTERM grace for the server
 
 
@@ -160,20 +160,6 @@ def _let_flow_runs_finish(url: str, timeout: float = 120.0) -> None:
     while time.monotonic() < deadline and httpx.post(f"{url}/flow_runs/filter", json=body, timeout=30).json():
         time.sleep(1.0)
 
-
-def _stop_worker(worker: subprocess.Popen[bytes]) -> None:
-    """A background ``prefect worker`` needs TERM, then INT, to stop."""
-    for sig, wait in ((signal.SIGTERM, 2.0), (signal.SIGINT, 15.0)):
-        if worker.poll() is not None:
-            return
-        worker.send_signal(sig)
-        try:
-            worker.wait(timeout=wait)
-        except subprocess.TimeoutExpired:
-            continue
-    if worker.poll() is None:
-        worker.kill()
-        worker.wait()
 
 
 def _upstream(task_runs: list[dict[str, Any]]) -> dict[str, set[str]]:
