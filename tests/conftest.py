@@ -183,3 +183,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         module = item.module.__name__ if isinstance(item, pytest.Function) else None
         if module in shared and item.get_closest_marker("xdist_group") is None:
             item.add_marker(pytest.mark.xdist_group(module))
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Stop at once if ``--dist loadgroup`` is not grouping: each worker would build every module fixture
+    and run a module's tests beside each other (pytest 9.2 with pytest-xdist 3.8, pytest-dev/pytest-xdist#1386)."""
+    if not session.config.getoption("loadgroup", default=False):  # set on xdist workers only
+        return
+    lost = [item.nodeid for item in session.items if item.get_closest_marker("xdist_group") and "@" not in item.nodeid]
+    if lost:
+        raise pytest.UsageError(f"xdist_group is not applied to {lost[0]} (and {len(lost) - 1} more): pin pytest<9.2 (pytest-xdist#1386)")

@@ -199,8 +199,11 @@ def test_without_a_shared_lock_identical_duplicates_are_accepted_and_differing_o
 
     noisy = cluster.project("make_numbers", "draw", "total")
     procs = [w.start(noisy, "run", "--planner", "fixed", "--set", "make_numbers.n=7", "--json", **barrier) for w in (a, b)]
-    runs = [json.loads(p.communicate(timeout=300)[0]) for p in procs]
-    draws = [next(s for s in r["steps"] if s["action"] == "draw") for r in runs]
+    outputs = [p.communicate(timeout=300) for p in procs]
+    runs = [json.loads(out) for out, _ in outputs]
+    assert cluster.executions()[("draw", json.dumps({"n": 3}))] == 2, [err[-2000:] for _, err in outputs]  # a real duplicate
+    draws = [next((s for s in r["steps"] if s["action"] == "draw"), None) for r in runs]
+    assert None not in draws, [err[-2000:] for _, err in outputs]
     refused = [d for d in draws if d["status"] == "failed"]
     assert len(refused) == 1 and refused[0]["error_type"] == "StoredResultError"
     assert "computed twice without a shared lock and the results differ" in refused[0]["error_message"]

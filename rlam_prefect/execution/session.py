@@ -26,6 +26,7 @@ from rlam_prefect.core.errors import DataFileError, ReplayMismatchError, RLamErr
 from rlam_prefect.core.hashing import canonical_json, content_hash
 from rlam_prefect.core.home import HomeLayout
 from rlam_prefect.core.keys import cache_key
+from rlam_prefect.core.storage import LOCK_ENV, unshared_lock_warning
 from rlam_prefect.core.version import __version__
 from rlam_prefect.execution import approval as approval_gate
 from rlam_prefect.execution import run_log
@@ -254,7 +255,7 @@ class RunSession:
                 if files and spec.file_digests(params) != files:
                     raise DataFileError(f"{what}: {', '.join(f.path for f in files.values())} changed while the step read it; its result was not indexed, run again")
                 if not self.guard.io.exists(self.guard.key_path(key)):  # Prefect logs a failed result write and goes on; never index a torn file
-                    raise StorageError(f"{what}: its result was not stored in {self.guard.location(key)} (see the Prefect log above: a full disk?); it was not indexed")
+                    raise StorageError(f"{what}: its result was not stored in {self.guard.location(key)} ({self._why_missing()}); it was not indexed")
                 digest, size = self.guard.file_digest(key)
                 indexed = self.store.put_result_record(
                     ResultRecord(
@@ -270,6 +271,12 @@ class RunSession:
                 row.update(status="failed", error_type="EffectFailed", error_message=unmet)
                 return
             self.artifacts[artifact.kind] = artifact
+
+    def _why_missing(self) -> str:
+        """Why a result Prefect just wrote is gone: a failed write, or (without a shared lock) another worker's orphan check."""
+        if unshared_lock_warning(self.home.shared) is not None:
+            return f"without {LOCK_ENV} another worker checking the same key may have moved it aside as unindexed; run again, or set {LOCK_ENV}"
+        return "see the Prefect log above: a full disk?"
 
     def _duplicate(self, key: str, artifact: Artifact, what: str) -> str:
         """Another worker indexed this key while we computed it (no shared lock): same output accepted, different refused."""

@@ -2,8 +2,9 @@
 
 The witness is the file named by RLAM_TEST_WITNESS, written by the action body itself, outside the
 library: a line per real execution (``action<TAB>params<TAB>pid``), never written when a step is
-served from the cache. ``RLAM_TEST_BARRIER=N`` makes a body wait (up to 20 s) until N bodies with the
-same action and params have started, so two workers are made to compute one key at the same time.
+served from the cache. ``RLAM_TEST_BARRIER=N`` makes a body wait (up to 240 s: a loaded machine may start the other worker
+late, and a barrier that gave up would let it find the key indexed) until N bodies with the same
+action and params have started, so two workers are made to compute one key at the same time.
 ``RLAM_TEST_SCALE_SLEEP`` slows ``scale`` without changing its key. ``draw`` is nondeterministic on purpose: two computations of its key differ.
 """
 
@@ -64,7 +65,7 @@ def _witness(name: str, params: BaseModel) -> None:
         handle.flush()
         os.fsync(handle.fileno())
     wanted = int(os.environ.get("RLAM_TEST_BARRIER") or 0)
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 240
     while wanted and time.monotonic() < deadline:
         with open(path) as handle:
             if sum(entry.split("\t")[:2] == line.split("\t")[:2] for entry in handle) >= wanted:
