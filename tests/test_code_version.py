@@ -66,3 +66,32 @@ def test_real_actions_have_distinct_versions():
 
     versions = {name: spec.code_version for name, spec in registered_actions().items()}
     assert len(set(versions.values())) == len(versions)
+
+
+def test_a_parse_failed_by_cpythons_thread_hazard_is_parsed_again_and_any_other_error_is_raised(monkeypatch) -> None:
+    import ast
+    import gc
+
+    from rlam_prefect.core import code_version as cv
+
+    real, calls = ast.parse, []
+
+    def flaky(source: str) -> ast.Module:  # what python/cpython#106905 raises when another thread's parse overlaps
+        calls.append(source)
+        if len(calls) == 1:
+            raise SystemError("AST constructor recursion depth mismatch (before=48, after=17)")
+        return real(source)
+
+    monkeypatch.setattr(ast, "parse", flaky)
+    assert ast.dump(cv._parsing(ast.parse, "x = 1\n")) == ast.dump(real("x = 1\n")) and len(calls) == 2
+
+    def broken(source: str) -> ast.Module:
+        raise SystemError("some other interpreter error")
+
+    monkeypatch.setattr(ast, "parse", broken)
+    with pytest.raises(SystemError, match="some other"):
+        cv._parsing(ast.parse, "x = 1\n")
+    monkeypatch.setattr(ast, "parse", lambda source: (_ for _ in ()).throw(SystemError("AST constructor recursion depth mismatch (before=1, after=2)")))
+    with pytest.raises(SystemError, match="depth mismatch"):  # never retried for ever
+        cv._parsing(ast.parse, "x = 1\n")
+    assert gc.isenabled()  # the collector is resumed after every attempt
