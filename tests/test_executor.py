@@ -54,7 +54,7 @@ def _alive(pid: int) -> bool:
 
 @pytest.fixture(scope="module")
 def warm_home(prefect_api_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    """A home with one recorded run, its executor started by that run and ready (built once per module).
+    """A home with one recorded run, run by the executor that run started (built once per module).
 
     The executor is started without a witness file named: each later command names its own
     (RLAM_TEST_WITNESS is read per call), so what a handed-over command executes is still seen.
@@ -63,8 +63,8 @@ def warm_home(prefect_api_url: str, tmp_path_factory: pytest.TempPathFactory) ->
     seen = Witness(tmp_path_factory.mktemp("executor-witness") / "witness.log")
     first = space.rlam("run", "--json", extra_env={**ON, **seen.env})
     assert first.code == 0, first.stderr
-    assert _served(space.home) == []  # the first command ran in-process and then started the executor
-    assert len(seen.calls()) == 5  # five bodies executed in the client's own process
+    assert _served(space.home) == ["run --json"]  # a home's first run is handed to the executor it started, once loaded
+    assert len(seen.calls()) == 5  # five bodies executed, in the executor's child
     state = {"space": space, "run_id": first.json["run_id"], "pid": _wait_ready(space.home)}
     yield state
     executor.stop(space.home)

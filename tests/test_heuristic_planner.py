@@ -8,7 +8,8 @@ from collections import Counter
 import tasks  # noqa: F401
 from rlam_prefect.actions.registry import registered_actions
 from rlam_prefect.planning.goal import Goal
-from rlam_prefect.planning.llm import HEURISTIC_MODEL, complete
+from rlam_prefect.planning.llm import complete
+from rlam_prefect.planning.names import HEURISTIC_MODEL
 from rlam_prefect.planning.prompt import PlannerState, build_messages
 from rlam_prefect.planning.replies import parse_reply
 

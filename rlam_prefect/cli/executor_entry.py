@@ -24,9 +24,10 @@ def _child(argv: list[str]) -> int:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(prog="python -m rlam_prefect.cli.executor_entry")
     parser.add_argument("--home", required=True)
+    parser.add_argument("--planner", action="store_true", help="import litellm while the server starts (the first command needs it)")
     options = parser.parse_args()
     idle = float(os.environ.get(IDLE_ENV) or DEFAULT_IDLE_MINUTES)
-    code = run_executor(HomeLayout(Path(options.home)), idle, _child)
+    code = run_executor(HomeLayout(Path(options.home)), idle, _child, planner=options.planner)
     sys.stdout.flush()
     # the executor itself ran no flow (its forked children did and drained their own work), so Prefect's
     # exit handlers have nothing to send; run, they wait seconds on a server that is stopping with it

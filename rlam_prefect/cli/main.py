@@ -36,7 +36,9 @@ def main(argv: Sequence[str] | None = None, executor_child: bool = False) -> int
             if code is not None:
                 return code
             if not (state and not state.get("starting") and server.healthy(state["url"])):
-                executor.spawn(home, environ)  # a home's first command: the executor loads while this one runs
+                code = _first_command(home, args, argv, environ)
+                if code is not None:
+                    return code
         code = _dispatch(args)
         if warm and "prefect" in sys.modules:  # it ran a flow, so the server is up: warm up for next time
             executor.spawn(HomeLayout.from_env(), environ)
@@ -56,6 +58,29 @@ def main(argv: Sequence[str] | None = None, executor_child: bool = False) -> int
     except KeyboardInterrupt:
         print("rlam: interrupted", file=sys.stderr)
         return 130
+
+
+def _first_command(home: HomeLayout, args: argparse.Namespace, argv: list[str], environ: dict[str, str]) -> int | None:
+    """A home whose server is not up: start the executor and the server at once, and run the command in the executor.
+
+    Prefect's server takes seconds to import and start; the executor imports Prefect, the flow, the actions
+    and scikit-learn meanwhile, on the other core. The command then runs in a child of the executor, which
+    is warm for the next command. Only for ``rlam run`` in a project with actions (replay and fork need a
+    recorded run, so their home's server ran before): a mistyped command must not leave a server behind.
+    None: run it in this process (no executor, or it did not come up)."""
+    from rlam_prefect.actions.project import ACTION_MODULES_ENV, find_project
+    from rlam_prefect.local import executor_client as executor
+    from rlam_prefect.local import server
+    from rlam_prefect.planning.names import uses_litellm
+
+    speculative = args.command == "run" and (find_project().actions or os.environ.get(ACTION_MODULES_ENV))
+    planner = bool(speculative) and uses_litellm(args.planner)  # then the executor imports litellm before it listens
+    loading = executor.spawn(home, environ, planner=planner)  # a home's first command: the executor loads while this one runs
+    if not (speculative and loading):
+        return None
+    if not environ.get("PREFECT_API_URL"):
+        server.launch(home)
+    return executor.hand_over(home, argv, server_launched=True, loading=loading)
 
 
 def _flow_command(args: argparse.Namespace) -> bool:

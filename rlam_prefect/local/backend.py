@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from rlam_prefect.core.home import HOME_ENV, HomeLayout
 
@@ -24,11 +24,12 @@ _QUIET_DEFAULTS = {
 }
 
 
-def configure(home: HomeLayout, preload: bool = True) -> str:
+def configure(home: HomeLayout, preload: Callable[[], object] | None = None) -> str:
     """Point this process's Prefect client at the right API; returns its URL once the server answers.
 
     The server's address is known as soon as it is launched, so while a new server starts (seconds)
-    this process imports Prefect and the flow (``preload``) instead of waiting idle."""
+    this process imports what it will need (``preload``, by default Prefect's engines and the flow)
+    instead of waiting idle."""
     for name, value in _QUIET_DEFAULTS.items():
         os.environ.setdefault(name, value)
     url = os.environ.get("PREFECT_API_URL")
@@ -41,13 +42,18 @@ def configure(home: HomeLayout, preload: bool = True) -> str:
     url = server.launch(home)
     os.environ["PREFECT_HOME"] = str(home.prefect)
     os.environ["PREFECT_API_URL"] = url
-    if preload and (server.read_state(home) or {}).get("starting"):
-        import prefect.flow_engine
-        import prefect.task_engine  # noqa: F401
-
-        import rlam_prefect.prefect.flow  # noqa: F401
+    if (server.read_state(home) or {}).get("starting"):
+        (preload or import_flow_engine)()
     server.wait_ready(home, url)
     return url
+
+
+def import_flow_engine() -> None:
+    """What every flow command imports: Prefect's engines and rlam's flow (after the API is configured)."""
+    import prefect.flow_engine
+    import prefect.task_engine  # noqa: F401
+
+    import rlam_prefect.prefect.flow  # noqa: F401
 
 
 @contextlib.contextmanager

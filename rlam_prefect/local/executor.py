@@ -52,10 +52,22 @@ from rlam_prefect.local.executor_client import (
 )
 from rlam_prefect.local.processes import pid_alive
 
-Command = Callable[[list[str]], int]  # runs `rlam argv` in a child and returns its exit code
+Command = Callable[[list[str]], int]
+_WARM_AFTER_IDLE_S = 2.0  # runs `rlam argv` in a child and returns its exit code
 
 
 # ---- the executor process ----------------------------------------------------------------
+
+
+def _import_for_commands() -> None:
+    """Prefect's engines, the flow, the project's actions and scikit-learn (cached results unpickle estimators)."""
+    from rlam_prefect.actions.project import find_project, load_action_modules
+    from rlam_prefect.local.backend import import_flow_engine
+
+    import_flow_engine()
+    if find_project().actions:  # the project it was started from; a child of another project is refused as stale
+        load_action_modules()
+    import sklearn.linear_model  # noqa: F401
 
 
 class _Executor:
@@ -69,6 +81,7 @@ class _Executor:
         self.terminated_at: dict[int, float] = {}
         self.last_activity = time.monotonic()
         self.server_checked = time.monotonic()
+        self.planner_warm = False
 
     def _server_alive(self) -> bool:
         """The managed server this executor serves still runs (state file and supervisor process)."""
@@ -77,8 +90,8 @@ class _Executor:
         state = server.read_state(self.home)
         return bool(state and state.get("url") == self.api_url and pid_alive(state.get("supervisor_pid")))
 
-    def preload(self) -> bool:
-        """Import what every command needs; False when no client launched this home's server (nothing to serve)."""
+    def preload(self, planner: bool = False) -> bool:
+        """Import what every command needs, while the server starts; False when no client launched it (nothing to serve)."""
         from rlam_prefect.actions.project import ACTION_MODULES_ENV
         from rlam_prefect.local.backend import configure
 
@@ -87,21 +100,27 @@ class _Executor:
         self.managed = not os.environ.get("PREFECT_API_URL")  # else the user's server, given to the client too
         if self.managed and not server_launched(self.home):
             return False
-        self.api_url = configure(self.home, preload=False)  # waits for the server the client launched, then imports
-        import prefect
-        import prefect.flow_engine
-        import prefect.task_engine  # noqa: F401
+        imported: list[bool] = []
 
-        import rlam_prefect.prefect.flow  # noqa: F401
-        from rlam_prefect.actions.project import find_project, load_action_modules
-        from rlam_prefect.planning.llm import litellm_module
+        def imports() -> None:
+            _import_for_commands()
+            if planner:
+                self.warm_planner()
+            imported.append(True)
 
-        if find_project().actions:  # the project it was started from; a child of another project is refused as stale
-            load_action_modules()
-        import sklearn.linear_model  # noqa: F401  (cached results unpickle estimators)
-
-        litellm_module()  # the default planner is a litellm model
+        self.api_url = configure(self.home, preload=imports)  # while the server starts
+        if not imported:  # it was already up
+            imports()
         return True
+
+    def warm_planner(self) -> None:
+        """Import litellm (2-3 s) once, when no command runs: measured, importing it beside a home's first run (the
+        server, the run and this on two cores) made that run 1.4 s slower; a command that arrives meanwhile waits for it."""
+        if not self.planner_warm:
+            self.planner_warm = True
+            from rlam_prefect.planning.llm import litellm_module
+
+            litellm_module()  # the default planner is a litellm model
 
     def serve(self, listener: socket.socket) -> None:
         signal.signal(signal.SIGTERM, self._request_stop)
@@ -131,6 +150,8 @@ class _Executor:
                 if not self._server_alive():
                     print("rlam executor: the local Prefect server stopped, stopping once running commands end", flush=True)
                     self.stopping = self.server_gone = True
+            if not self.stopping and not self.children and time.monotonic() - self.last_activity > _WARM_AFTER_IDLE_S:
+                self.warm_planner()
             if not self.children and time.monotonic() - self.last_activity > self.idle_s and not self.stopping:
                 print(f"rlam executor: idle for {self.idle_s / 60:g} min, stopping", flush=True)
                 self.stopping = True
@@ -296,7 +317,7 @@ def _interrupted(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt("the rlam client went away")
 
 
-def run_executor(home: HomeLayout, idle_minutes: float, command: Command) -> int:
+def run_executor(home: HomeLayout, idle_minutes: float, command: Command, planner: bool = False) -> int:
     """Serve this home until idle or stopped; each accepted request runs ``command`` in a forked child."""
     home.prefect.mkdir(parents=True, exist_ok=True)
     lock = open(_lock_path(home), "a+b")  # held until exit: one executor per home
@@ -306,7 +327,7 @@ def run_executor(home: HomeLayout, idle_minutes: float, command: Command) -> int
         return 0
     executor = _Executor(home, idle_minutes, command)
     started = time.monotonic()
-    if not executor.preload():
+    if not executor.preload(planner):
         print("rlam executor: no local Prefect server was launched for this home, stopping", flush=True)
         return 0
     path = socket_path(home)

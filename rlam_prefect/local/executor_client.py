@@ -101,13 +101,14 @@ def read_state(home: HomeLayout) -> dict[str, Any] | None:
         return None
 
 
-def hand_over(home: HomeLayout, argv: Sequence[str], server_launched: bool = False) -> int | None:
+def hand_over(home: HomeLayout, argv: Sequence[str], server_launched: bool = False, loading: subprocess.Popen[bytes] | None = None) -> int | None:
     """Run ``rlam argv`` in this home's executor; None means "run it in-process" (no executor, stale, busy).
 
     ``server_launched``: this home's managed server runs or starts, so an executor still loading for it
-    will be ready soon and is waited for."""
+    will be ready soon and is waited for. ``loading``: the executor this client just spawned (it may not
+    hold its lock yet), waited for while it lives."""
     path = socket_path(home)
-    if not enabled() or len(str(path)) > _SOCKET_PATH_MAX or not _wait_for_starting(home, server_launched):
+    if not enabled() or len(str(path)) > _SOCKET_PATH_MAX or not _wait_for_starting(home, server_launched, loading):
         return None
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
@@ -151,14 +152,15 @@ def hand_over(home: HomeLayout, argv: Sequence[str], server_launched: bool = Fal
 STARTING_WAIT_S = 30.0
 
 
-def _wait_for_starting(home: HomeLayout, server_launched: bool) -> bool:
+def _wait_for_starting(home: HomeLayout, server_launched: bool, loading: subprocess.Popen[bytes] | None = None) -> bool:
     """The executor listens, or it is loading for a server that is up or starting: wait for it then.
 
     Right after a home's first command its executor is still importing; running the next command
     in-process would pay the same imports again, on the same cores, so waiting is never slower."""
     deadline = time.monotonic() + STARTING_WAIT_S
     while not socket_path(home).exists():
-        if not server_launched or not _starting(home) or time.monotonic() > deadline:
+        spawned_and_alive = loading is not None and loading.poll() is None
+        if not server_launched or not (spawned_and_alive or _starting(home)) or time.monotonic() > deadline:
             return False
         time.sleep(0.02)
     return True
@@ -192,27 +194,29 @@ def _read_line(reader: Any) -> dict[str, Any] | None:
         return None
 
 
-def spawn(home: HomeLayout, environ: dict[str, str]) -> bool:
-    """Start this home's executor in the background unless one runs (or is starting).
+def spawn(home: HomeLayout, environ: dict[str, str], planner: bool = False) -> subprocess.Popen[bytes] | None:
+    """Start this home's executor in the background unless one runs (or is starting); the process started, if any.
+
+    ``planner``: the command it will be handed first asks a litellm planner, so litellm is imported with
+    the rest, while the server starts, instead of later when idle.
 
     ``environ`` is the client's environment as it was before ``backend.configure`` pointed it
     at the managed server, so the executor decides the same way the client did."""
     if not enabled(environ) or len(str(socket_path(home))) > _SOCKET_PATH_MAX:
-        return False
+        return None
     home.prefect.mkdir(parents=True, exist_ok=True)
     with open(_lock_path(home), "a+b") as handle:
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            return False  # a live executor holds the lock for its whole life
+            return None  # a live executor holds the lock for its whole life
         fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
     with open(log_path(home), "ab") as log:
-        subprocess.Popen(
-            [sys.executable, "-m", "rlam_prefect.cli.executor_entry", "--home", str(home.root)],
+        return subprocess.Popen(
+            [sys.executable, "-m", "rlam_prefect.cli.executor_entry", "--home", str(home.root), *(["--planner"] if planner else [])],
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True, env=dict(environ), cwd=os.getcwd(),  # the project whose actions it preloads
         )
-    return True
 
 
 def status(home: HomeLayout) -> dict[str, Any]:

@@ -333,7 +333,7 @@ def _supervise(home: HomeLayout, port: int, idle_minutes: float) -> int:
             if announced and _idle_for(home) > idle_minutes * 60 and not _flows_running(url):
                 print(f"rlam: idle for {idle_minutes} min, stopping the local Prefect server", flush=True)
                 break
-            time.sleep(1.0)
+            time.sleep(1.0 if announced else 0.05)  # clients wait for the announcement: look often until then
     finally:
         _terminate(server)
         recorded = read_state(home)

@@ -17,7 +17,8 @@ from rlam_prefect.actions.registry import registered_actions
 from rlam_prefect.core.errors import UsageError
 from rlam_prefect.planning.goal import Goal, goal_of_options
 from rlam_prefect.planning.llm import check_api_base, check_provider_key, complete, endpoint
-from rlam_prefect.planning.planner import FIXED_PLANNER, PlannerOptions, default_planner
+from rlam_prefect.planning.names import FIXED_PLANNER, default_planner
+from rlam_prefect.planning.planner import PlannerOptions
 from rlam_prefect.planning.prompt import PlannerState, build_messages
 from rlam_prefect.planning.replies import InvalidDecision, parse_reply
 

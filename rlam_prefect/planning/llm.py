@@ -16,7 +16,6 @@ from typing import Any
 from rlam_prefect.core.errors import UsageError, one_line
 from rlam_prefect.planning.offline import stay_offline
 
-HEURISTIC_MODEL = "rlam/heuristic"
 DEFAULT_TIMEOUT_S = 60.0
 
 _lock = threading.Lock()

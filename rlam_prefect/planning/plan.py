@@ -18,7 +18,8 @@ from rlam_prefect.actions.project import fixed_order, load_action_modules
 from rlam_prefect.actions.registry import get_action
 from rlam_prefect.core.errors import UsageError
 from rlam_prefect.planning.llm import check_provider_key
-from rlam_prefect.planning.planner import FIXED_PLANNER, LLMPlanner, PlannerCall, PlannerOptions, default_planner
+from rlam_prefect.planning.names import FIXED_PLANNER, default_planner
+from rlam_prefect.planning.planner import LLMPlanner, PlannerCall, PlannerOptions
 from rlam_prefect.planning.policy import Policy, resolve_policy
 from rlam_prefect.planning.requests import ForkRequest, ReplayRequest, Request, RunRequest
 from rlam_prefect.planning.sources import Chained, DecisionSource, FixedOrder, PlannerDecisions, RecordedDecisions

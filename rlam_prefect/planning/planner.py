@@ -9,7 +9,6 @@ ends the loop.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
@@ -17,15 +16,14 @@ from typing import TYPE_CHECKING, Any
 from rlam_prefect.actions.registry import registered_actions
 from rlam_prefect.core.hashing import canonical_json
 from rlam_prefect.planning.goal import DEFAULT_GOAL, Goal
-from rlam_prefect.planning.llm import HEURISTIC_MODEL, LLMReply, endpoint
+from rlam_prefect.planning.llm import LLMReply, endpoint
+from rlam_prefect.planning.names import HEURISTIC_MODEL
 from rlam_prefect.planning.prompt import PlannerState, build_messages, prompt_hash
 from rlam_prefect.planning.replies import STOP, InvalidDecision, parse_reply
 
 if TYPE_CHECKING:
     from rlam_prefect.planning.policy import Policy
 
-PLANNER_ENV = "RLAM_PLANNER"
-FIXED_PLANNER = "fixed"
 
 # (messages, step) -> (reply, upstream Prefect states to draw the decision edge from)
 PlannerCall = Callable[[list[dict[str, str]], int], tuple[LLMReply, list[Any]]]
@@ -49,10 +47,6 @@ class PlannerOptions:
 
     def to_json(self) -> str:
         return canonical_json({k: v for k, v in asdict(self).items() if k != "model"})
-
-
-def default_planner() -> str:
-    return os.environ.get(PLANNER_ENV) or HEURISTIC_MODEL
 
 
 @dataclass
