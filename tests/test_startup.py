@@ -32,9 +32,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One template built in a fresh cache directory for the module."""
+    """One template built by Prefect's migrations in a fresh cache directory for the module (the shipped one set aside)."""
     root = tmp_path_factory.mktemp("template-cache")
-    template.ensure_template({template.CACHE_ENV: str(root)})
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(template, "SHIPPED", root / "nothing-shipped")
+        template.ensure_template({template.CACHE_ENV: str(root)})
+    assert "build_s" in json.loads((_folder(root) / template.META_NAME).read_text())  # built here, not unpacked
     return root
 
 
@@ -89,7 +92,39 @@ def test_a_stale_template_is_rebuilt_and_said_so(cache: Path, tmp_path: Path, ca
     assert _head_of(rebuilt) == [template.installed_key()[1]]
 
 
-def test_without_a_template_the_home_migrates_itself_and_the_template_is_built_in_the_background(tmp_path: Path):
+def test_the_pinned_prefect_ships_its_template_and_a_new_cache_unpacks_it_checked(tmp_path: Path):
+    version, head = template.installed_key()
+    shipped = template.shipped_template(version, head)
+    assert shipped is not None, "no template shipped for the installed Prefect: run python -m rlam_prefect.local.template --ship"
+    env = {**os.environ, template.CACHE_ENV: str(tmp_path / "cache")}
+    started = time.monotonic()
+    assert template.seed_home(tmp_path / "prefect", env) is True  # the first home on a machine migrates nothing
+    unpacked = time.monotonic() - started
+    meta = json.loads((_folder(tmp_path / "cache") / template.META_NAME).read_text())
+    assert meta["source"] == shipped.name and "build_s" not in meta, meta
+    assert template.check_template(_folder(tmp_path / "cache"), version, head) is None
+    assert _head_of(tmp_path / "prefect" / template.DB_NAME) == [head]
+    print(f"\nshipped template unpacked and copied in {unpacked:.3f} s")
+
+
+def test_a_shipped_template_that_fails_its_check_is_said_and_one_is_built(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]):
+    import gzip
+
+    version, head = template.installed_key()
+    monkeypatch.setattr(template, "SHIPPED", tmp_path / "shipped")
+    (tmp_path / "shipped").mkdir()
+    with gzip.open(tmp_path / "shipped" / f"prefect-{version}-{head}.db.gz", "wb") as packed:
+        packed.write(b"not a database")
+    built = template.ensure_template({template.CACHE_ENV: str(tmp_path / "cache")})
+    err = capfd.readouterr().err
+    assert "the Prefect database template shipped in" in err and "fails its check (not a readable Prefect database" in err, err
+    meta = json.loads((built.parent / template.META_NAME).read_text())
+    assert "build_s" in meta and "source" not in meta  # built with Prefect's migrations instead
+    assert _head_of(built) == [head]
+
+
+def test_without_a_template_the_home_migrates_itself_and_the_template_is_built_in_the_background(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(template, "SHIPPED", tmp_path / "nothing-shipped")  # this process only: the background build may unpack it
     env = {**os.environ, template.CACHE_ENV: str(tmp_path / "cache")}
     assert template.seed_home(tmp_path / "prefect", env) is False  # nothing to copy yet: Prefect migrates this home itself
     folder = _folder(tmp_path / "cache")

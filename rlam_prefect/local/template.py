@@ -22,11 +22,13 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import gzip
 import importlib.metadata
 import importlib.util
 import json
 import os
 import re
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -43,6 +45,7 @@ CACHE_ENV = "RLAM_CACHE_DIR"
 DB_NAME = "prefect.db"
 META_NAME = "template.json"
 BUILD_TIMEOUT_S = 300.0
+SHIPPED = Path(__file__).with_name("templates")  # prefect-<version>-<head>.db.gz: the first home on a machine migrates nothing
 # settings that move Prefect's database away from $PREFECT_HOME/prefect.db: then there is nothing to seed
 _DATABASE_SETTINGS = tuple(
     f"PREFECT_{scope}_DATABASE_{name}" for scope in ("API", "SERVER") for name in ("CONNECTION_URL", "DRIVER", "NAME", "HOST")
@@ -96,6 +99,9 @@ def seed_home(prefect_home: Path, environ: Mapping[str, str]) -> bool:
     version, head = installed_key()
     folder = template_folder(environ, version, head)
     problem = check_template(folder, version, head)
+    if problem == "missing" and shipped_template(version, head) is not None:
+        ensure_template(environ)  # the copy shipped in the package: checked as a built one is, milliseconds
+        problem = check_template(folder, version, head)
     if problem is not None:
         if build_in_background(environ) and problem != "missing":
             print(f"rlam: the Prefect database template in {folder} is unusable ({problem}); rebuilding it in the background", file=sys.stderr)
@@ -123,11 +129,33 @@ def ensure_template(environ: Mapping[str, str]) -> Path:
             return folder / DB_NAME
         if problem != "missing":
             print(f"rlam: the Prefect database template in {folder} is unusable ({problem}); rebuilding it", file=sys.stderr)
-        _build(folder, version, head, environ)
+        shipped = shipped_template(version, head) if problem == "missing" else None
+        if shipped is None or not _unpack(shipped, folder, head):
+            _build(folder, version, head, environ)
         problem = check_template(folder, version, head)
         if problem is not None:
             raise TemplateError(f"the Prefect database template just built in {folder} fails its check: {problem}")
         return folder / DB_NAME
+
+
+def shipped_template(version: str, head: str) -> Path | None:
+    """The template shipped in this package for this Prefect, if any (``python -m rlam_prefect.local.template --ship``)."""
+    path = SHIPPED / f"prefect-{version}-{head}.db.gz"
+    return path if path.exists() else None
+
+
+def _unpack(shipped: Path, folder: Path, head: str) -> bool:
+    """Install the shipped template into ``folder`` (the caller holds the build lock); False, said on stderr, if it fails its check."""
+    with tempfile.TemporaryDirectory(prefix="unpack-", dir=folder) as scratch:
+        db = Path(scratch) / DB_NAME
+        with gzip.open(shipped, "rb") as source, open(db, "wb") as target:
+            shutil.copyfileobj(source, target)
+        problem = _check_database(db, head)
+        if problem is not None:
+            print(f"rlam: the Prefect database template shipped in {shipped} fails its check ({problem}); building one", file=sys.stderr)
+            return False
+        _install(db, folder, {"migration_head": head, "source": str(shipped.name)})
+    return True
 
 
 def template_folder(environ: Mapping[str, str], version: str, head: str) -> Path:
@@ -208,13 +236,17 @@ def _build(folder: Path, version: str, head: str, environ: Mapping[str, str]) ->
         problem = _check_database(built, head)
         if problem is not None:
             raise TemplateError(f"the database Prefect just migrated fails its check: {problem}")
-        meta = {"prefect_version": version, "migration_head": head, "sha256": file_digest(built).digest,
-                "built_at": time.time(), "build_s": round(time.monotonic() - started, 2)}
-        (folder / META_NAME).unlink(missing_ok=True)  # never a new database beside an old record, nor the reverse
-        os.replace(built, folder / DB_NAME)
-        tmp_meta = Path(scratch) / META_NAME
-        tmp_meta.write_text(json.dumps(meta))
-        os.replace(tmp_meta, folder / META_NAME)
+        _install(built, folder, {"migration_head": head, "build_s": round(time.monotonic() - started, 2)})
+
+
+def _install(db: Path, folder: Path, meta: dict[str, object]) -> None:
+    """Move a checked database into ``folder`` with its record (version, head, digest); ``db`` is in a scratch directory of it."""
+    record = {"prefect_version": importlib.metadata.version("prefect"), **meta, "sha256": file_digest(db).digest, "built_at": time.time()}
+    (folder / META_NAME).unlink(missing_ok=True)  # never a new database beside an old record, nor the reverse
+    os.replace(db, folder / DB_NAME)
+    tmp_meta = db.with_name(META_NAME)
+    tmp_meta.write_text(json.dumps(record))
+    os.replace(tmp_meta, folder / META_NAME)
 
 
 def _copy_database(source: Path, target: Path) -> None:
@@ -225,7 +257,23 @@ def _copy_database(source: Path, target: Path) -> None:
 
 
 
+def ship(environ: Mapping[str, str]) -> Path:
+    """For maintainers, after changing the Prefect pin: build a template with Prefect's migrations and ship it, gzipped."""
+    version, head = installed_key()
+    with tempfile.TemporaryDirectory() as folder:
+        _build(Path(folder), version, head, environ)  # never from the template shipped before
+        built = Path(folder) / DB_NAME
+        SHIPPED.mkdir(exist_ok=True)
+        target = SHIPPED / f"prefect-{version}-{head}.db.gz"
+        with open(built, "rb") as source, gzip.GzipFile(target, "wb", compresslevel=9, mtime=0) as packed:
+            shutil.copyfileobj(source, packed)
+    return target
+
+
 if __name__ == "__main__":  # the background build (build_in_background): lowest priority, then Prefect's migrations
+    if sys.argv[1:] == ["--ship"]:
+        print(f"rlam: shipped {ship(os.environ)}", flush=True)
+        sys.exit(0)
     os.nice(19)
     built = ensure_template(os.environ)
     print(f"rlam: Prefect database template ready at {built}", flush=True)
