@@ -9,7 +9,9 @@ For each target (a label, a virtualenv's interpreter and the checkout it runs fr
 1. ``rlam run --pipeline script`` (plain Python, no Prefect): one untimed, then ``--script-repeats`` timed.
 2. Home A, with a fresh per-user template cache (``RLAM_CACHE_DIR``): the first ``rlam run`` in a fresh
    RLAM_HOME, the ``rlam replay`` typed right after it, the next replay, a fork from step 4, a fully
-   cached ``rlam run``; then ``rlam server stop``.
+   cached ``rlam run``; then ``rlam server stop``. This is the first home on a new machine: checkouts
+   that ship a template for their Prefect (``rlam_prefect/local/templates/``) unpack it into the empty
+   cache, older ones migrate the home's own database and build the template in the background.
 3. Home B, with the cache home A left (warm): the same five commands, then the idle CPU of the
    server's process group and of the warm executor over ``--idle-s`` seconds (utime + stime from
    /proc, after ``--settle-s`` seconds of quiet), then ``rlam server stop``: its wall time and every

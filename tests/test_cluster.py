@@ -33,7 +33,7 @@ import pytest
 from rlam_prefect.core.home import HomeLayout
 from rlam_prefect.local import server
 from rlam_prefect.record.store import TraceStore
-from tests.workers import stop_worker
+from tests.workers import stop_worker, wait_for_flow_runs
 
 pytestmark = pytest.mark.server  # starts PostgreSQL and a Prefect server of its own
 
@@ -41,7 +41,6 @@ ROOT = Path(__file__).resolve().parents[1]
 PG_BINS = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
 POOL = "rlam-pool"
 WORKERS = 3
-TERMINAL = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
 
 WITNESS_MODULE = '''"""Test-only: every action body appends "<action> <params>" to $RLAM_TEST_WITNESS before it runs.
 
@@ -137,15 +136,7 @@ class Cluster:
         return str(self.api("POST", f"/deployments/{deployment['id']}/create_flow_run", {"parameters": params})["id"])
 
     def wait(self, flow_run_ids: list[str], timeout: float = 420.0) -> dict[str, dict[str, Any]]:
-        deadline = time.monotonic() + timeout
-        runs: dict[str, dict[str, Any]] = {}
-        while time.monotonic() < deadline:
-            runs = {i: self.api("GET", f"/flow_runs/{i}") for i in flow_run_ids}
-            if all(r["state"]["type"] in TERMINAL for r in runs.values()):
-                return runs
-            time.sleep(1.0)
-        logs = "\n".join(log.read_text()[-1500:] for log in self.worker_logs)
-        pytest.fail(f"flow runs did not finish in {timeout:.0f} s: {[r['state']['type'] for r in runs.values()]}\n{logs}")
+        return wait_for_flow_runs(self.api, flow_run_ids, timeout, lambda: "\n".join(log.read_text()[-1500:] for log in self.worker_logs))
 
     def recorded_run(self, flow_run_id: str) -> dict[str, Any]:
         matches = [r for r in self.store.runs() if r["prefect_flow_run_id"] == flow_run_id]

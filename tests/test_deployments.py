@@ -30,14 +30,13 @@ from rlam_prefect.local import server
 from rlam_prefect.record.store import TraceStore
 from tests.witness.plugin import Witness
 from tests.witness.sitecustomize import FILE_ENV, ROOTS_ENV
-from tests.workers import stop_worker
+from tests.workers import stop_worker, wait_for_flow_runs
 
 pytestmark = pytest.mark.server  # starts Prefect servers of its own
 
 ROOT = Path(__file__).resolve().parents[1]
 POOL = "rlam-pool"
 SCHEDULER_LOOP = "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS"
-TERMINAL = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
 
 
 @dataclass
@@ -74,15 +73,7 @@ class Deployed:
         return match.group(1)
 
     def wait(self, flow_run_ids: list[str], timeout: float = 240.0) -> dict[str, dict[str, Any]]:
-        deadline = time.monotonic() + timeout
-        runs: dict[str, dict[str, Any]] = {}
-        while time.monotonic() < deadline:
-            runs = {i: self.api("GET", f"/flow_runs/{i}") for i in flow_run_ids}
-            if all(r["state"]["type"] in TERMINAL for r in runs.values()):
-                return runs
-            time.sleep(1.0)
-        states = {i: r["state"]["type"] for i, r in runs.items()}
-        pytest.fail(f"flow runs did not finish in {timeout:.0f} s: {states}\nworker log:\n{self.worker_log.read_text()[-3000:]}")
+        return wait_for_flow_runs(self.api, flow_run_ids, timeout, lambda: self.worker_log.read_text()[-3000:])
 
     def task_runs(self, flow_run_id: str) -> list[dict[str, Any]]:
         body = {"flow_runs": {"id": {"any_": [flow_run_id]}}, "limit": 200, "sort": "EXPECTED_START_TIME_ASC"}

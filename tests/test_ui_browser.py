@@ -60,7 +60,6 @@ FLOW_PARAMETERS = (
     "approve",
     "approval_timeout",
 )
-TERMINAL = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
 
 expect.set_options(timeout=60_000)  # a loaded 2-core machine renders slowly; every wait is on a condition
 
