@@ -1,9 +1,10 @@
 """A warm executor per RLAM_HOME: `rlam run|replay|fork` without paying the imports again.
 
 A fresh process pays ``import prefect`` (~1 s), scikit-learn (~1 s) and, with an LLM planner,
-``import litellm`` (2-3 s) before doing any work. After a flow command has run in-process, the
-client starts ``python -m rlam_prefect.cli.executor_entry`` detached: it connects to this home's Prefect
-server, imports those modules once and listens on ``$RLAM_HOME/prefect/executor.sock``.
+``import litellm`` (2-3 s) before doing any work. A home's first flow command starts
+``python -m rlam_prefect.cli.executor_entry`` detached, beside the server it launches: the executor
+imports those modules while the server starts, connects to it and listens on
+``$RLAM_HOME/prefect/executor.sock``; a first ``rlam run`` is then handed to it (``cli/main.py``).
 Later commands are handed over: the thin client sends argv, environment, working directory and
 its own stdin/stdout/stderr file descriptors; the executor forks a child (a copy of the
 preloaded process, so every command still runs in a fresh process state) that runs the same
@@ -52,8 +53,8 @@ from rlam_prefect.local.executor_client import (
 )
 from rlam_prefect.local.processes import pid_alive
 
-Command = Callable[[list[str]], int]
-_WARM_AFTER_IDLE_S = 2.0  # runs `rlam argv` in a child and returns its exit code
+Command = Callable[[list[str]], int]  # runs `rlam argv` in a child and returns its exit code
+_WARM_AFTER_IDLE_S = 2.0  # litellm is imported once nothing has run for this long (warm_planner)
 
 
 # ---- the executor process ----------------------------------------------------------------
