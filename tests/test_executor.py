@@ -200,3 +200,13 @@ def test_stop_ends_it_and_removes_its_files(warm):
     assert not _alive(pid)
     assert not executor.state_path(space.home).exists() and not executor.socket_path(space.home).exists()
     assert executor.status(space.home) == {"running": False}
+
+
+def test_a_run_where_no_actions_are_declared_fails_in_one_line_and_starts_no_executor(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "RLAM_"))}
+    proc = subprocess.run([sys.executable, "-m", "rlam_prefect.cli", "run"], cwd=tmp_path, env={**env, "RLAM_HOME": str(home)},
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.startswith("rlam: error: no actions") and proc.stderr.count("\n") == 1, proc.stderr
+    assert not (home / "prefect" / "executor.log").exists()  # nothing left waiting for a server that never comes
+    assert not (home / "prefect" / "server.json").exists()

@@ -74,6 +74,8 @@ def _first_command(home: HomeLayout, args: argparse.Namespace, argv: list[str], 
     from rlam_prefect.planning.names import uses_litellm
 
     speculative = args.command == "run" and (find_project().actions or os.environ.get(ACTION_MODULES_ENV))
+    if args.command == "run" and not speculative:
+        return None  # it fails on its missing actions: no executor waiting for a server that never comes
     planner = bool(speculative) and uses_litellm(args.planner)  # then the executor imports litellm before it listens
     loading = executor.spawn(home, environ, planner=planner)  # a home's first command: the executor loads while this one runs
     if not (speculative and loading):
