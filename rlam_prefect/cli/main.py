@@ -73,12 +73,13 @@ def _first_command(home: HomeLayout, args: argparse.Namespace, argv: list[str], 
     from rlam_prefect.local import server
     from rlam_prefect.planning.names import uses_litellm
 
-    speculative = args.command == "run" and (find_project().actions or os.environ.get(ACTION_MODULES_ENV))
-    if args.command == "run" and not speculative:
+    if args.command != "run":
+        executor.spawn(home, environ)  # the executor loads while this command runs here
+        return None
+    if not (find_project().actions or os.environ.get(ACTION_MODULES_ENV)):
         return None  # it fails on its missing actions: no executor waiting for a server that never comes
-    planner = bool(speculative) and uses_litellm(args.planner)  # then the executor imports litellm before it listens
-    loading = executor.spawn(home, environ, planner=planner)  # a home's first command: the executor loads while this one runs
-    if not (speculative and loading):
+    loading = executor.spawn(home, environ, planner=uses_litellm(args.planner))  # litellm too, while the server starts
+    if loading is None:
         return None
     if not environ.get("PREFECT_API_URL"):
         server.launch(home)

@@ -38,6 +38,7 @@ _LIBRARY_ROOTS = tuple(
 
 _LIBRARY_PACKAGE = str(Path(__file__).resolve().parents[1])  # rlam_prefect/ itself
 _PARSE_LOCK = threading.Lock()
+_PARSE_ATTEMPTS = 5  # parses of one source on CPython's spurious error (_parsing)
 _T = TypeVar("_T")
 
 
@@ -107,21 +108,19 @@ def _parsing(parse: Callable[[Any], _T], arg: Any) -> _T:
     parsing the same source again (a few times): the result is the one a clean parse gives. Both
     ``ast.parse`` and ``inspect.getsource`` go through here (for a class, inspect parses its module).
     """
-    for attempt in range(_PARSE_ATTEMPTS):
+    attempt = 1
+    while True:
         paused = gc.isenabled()
         gc.disable()
         try:
             return parse(arg)
         except SystemError as exc:
-            if not str(exc).startswith("AST constructor recursion depth mismatch") or attempt == _PARSE_ATTEMPTS - 1:
+            if not str(exc).startswith("AST constructor recursion depth mismatch") or attempt == _PARSE_ATTEMPTS:
                 raise
+            attempt += 1
         finally:
             if paused:
                 gc.enable()
-    raise AssertionError("unreachable")
-
-
-_PARSE_ATTEMPTS = 5
 
 
 def _project_references(obj: Any, tree: ast.AST) -> list[Any]:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import io
 import json
 import os
@@ -60,6 +61,7 @@ _WARM_AFTER_IDLE_S = 2.0  # litellm is imported once nothing has run for this lo
 # ---- the executor process ----------------------------------------------------------------
 
 
+@functools.cache  # once per process: the executor calls it while the server starts, or after
 def _import_for_commands() -> None:
     """Prefect's engines, the flow, the project's actions and scikit-learn (cached results unpickle estimators)."""
     from rlam_prefect.actions.project import find_project, load_action_modules
@@ -101,17 +103,14 @@ class _Executor:
         self.managed = not os.environ.get("PREFECT_API_URL")  # else the user's server, given to the client too
         if self.managed and not server_launched(self.home):
             return False
-        imported: list[bool] = []
 
         def imports() -> None:
             _import_for_commands()
             if planner:
                 self.warm_planner()
-            imported.append(True)
 
         self.api_url = configure(self.home, preload=imports)  # while the server starts
-        if not imported:  # it was already up
-            imports()
+        imports()  # nothing left to do unless the server was already up
         return True
 
     def warm_planner(self) -> None:

@@ -130,7 +130,7 @@ def ensure_template(environ: Mapping[str, str]) -> Path:
         if problem != "missing":
             print(f"rlam: the Prefect database template in {folder} is unusable ({problem}); rebuilding it", file=sys.stderr)
         shipped = shipped_template(version, head) if problem == "missing" else None
-        if shipped is None or not _unpack(shipped, folder, head):
+        if shipped is None or not _unpack(shipped, folder, version, head):
             _build(folder, version, head, environ)
         problem = check_template(folder, version, head)
         if problem is not None:
@@ -140,11 +140,15 @@ def ensure_template(environ: Mapping[str, str]) -> Path:
 
 def shipped_template(version: str, head: str) -> Path | None:
     """The template shipped in this package for this Prefect, if any (``python -m rlam_prefect.local.template --ship``)."""
-    path = SHIPPED / f"prefect-{version}-{head}.db.gz"
+    path = _shipped_path(version, head)
     return path if path.exists() else None
 
 
-def _unpack(shipped: Path, folder: Path, head: str) -> bool:
+def _shipped_path(version: str, head: str) -> Path:
+    return SHIPPED / f"prefect-{version}-{head}.db.gz"
+
+
+def _unpack(shipped: Path, folder: Path, version: str, head: str) -> bool:
     """Install the shipped template into ``folder`` (the caller holds the build lock); False, said on stderr, if it fails its check."""
     with tempfile.TemporaryDirectory(prefix="unpack-", dir=folder) as scratch:
         db = Path(scratch) / DB_NAME
@@ -154,7 +158,7 @@ def _unpack(shipped: Path, folder: Path, head: str) -> bool:
         if problem is not None:
             print(f"rlam: the Prefect database template shipped in {shipped} fails its check ({problem}); building one", file=sys.stderr)
             return False
-        _install(db, folder, {"migration_head": head, "source": str(shipped.name)})
+        _install(db, folder, version, head, {"source": shipped.name})
     return True
 
 
@@ -236,12 +240,12 @@ def _build(folder: Path, version: str, head: str, environ: Mapping[str, str]) ->
         problem = _check_database(built, head)
         if problem is not None:
             raise TemplateError(f"the database Prefect just migrated fails its check: {problem}")
-        _install(built, folder, {"migration_head": head, "build_s": round(time.monotonic() - started, 2)})
+        _install(built, folder, version, head, {"build_s": round(time.monotonic() - started, 2)})
 
 
-def _install(db: Path, folder: Path, meta: dict[str, object]) -> None:
-    """Move a checked database into ``folder`` with its record (version, head, digest); ``db`` is in a scratch directory of it."""
-    record = {"prefect_version": importlib.metadata.version("prefect"), **meta, "sha256": file_digest(db).digest, "built_at": time.time()}
+def _install(db: Path, folder: Path, version: str, head: str, origin: dict[str, object]) -> None:
+    """Move a checked database into ``folder`` with its record (version, head, digest, where it came from); ``db`` is in a scratch directory of it."""
+    record = {"prefect_version": version, "migration_head": head, **origin, "sha256": file_digest(db).digest, "built_at": time.time()}
     (folder / META_NAME).unlink(missing_ok=True)  # never a new database beside an old record, nor the reverse
     os.replace(db, folder / DB_NAME)
     tmp_meta = db.with_name(META_NAME)
@@ -264,7 +268,7 @@ def ship(environ: Mapping[str, str]) -> Path:
         _build(Path(folder), version, head, environ)  # never from the template shipped before
         built = Path(folder) / DB_NAME
         SHIPPED.mkdir(exist_ok=True)
-        target = SHIPPED / f"prefect-{version}-{head}.db.gz"
+        target = _shipped_path(version, head)
         with open(built, "rb") as source, gzip.GzipFile(target, "wb", compresslevel=9, mtime=0) as packed:
             shutil.copyfileobj(source, packed)
     return target
