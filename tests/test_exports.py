@@ -35,7 +35,6 @@ from tests.conftest import ROOT, Workspace
 from tests.llm_server import LLMServer
 
 VENDOR = ROOT / "tests" / "vendor"
-SHARED = ROOT.parent / "shared" / "vendor"
 CONTEXTS = {"https://w3id.org/ro/crate/1.1/context": VENDOR / "ro-crate" / "1.1" / "context.jsonld"}
 AUTHOR = "Ada Lovelace <https://orcid.org/0000-0002-1825-0097>"
 PUBLISHER = "Analytical Engines Ltd <https://ror.org/05dxps055>"
@@ -204,15 +203,14 @@ def test_the_validator_really_is_offline_and_strict(recorded: dict[str, Any], va
 
 def _openlineage_spec() -> Path:
     """The OpenLineage spec folder (OpenLineage.json and facets/), Apache-2.0, with its LICENSE and NOTICE."""
-    for candidate in (os.environ.get("RLAM_OPENLINEAGE_SPEC"), VENDOR / "openlineage" / "spec", SHARED / "openlineage" / "spec"):
+    for candidate in (os.environ.get("RLAM_OPENLINEAGE_SPEC"), VENDOR / "openlineage" / "spec"):
         if candidate and (Path(candidate) / "OpenLineage.json").is_file():
             return Path(candidate)
-    # Not in any package on the registries here, and fetched copies may not be committed: skipped loudly
-    # (pytest -ra lists it) rather than passed, until the spec is provided under shared/vendor/.
-    pytest.skip(
-        "the OpenLineage JSON schemas are not on this machine: put the spec/ folder of the OpenLineage repository "
-        "(OpenLineage.json, facets/*.json, with its LICENSE and NOTICE.txt beside spec/) at tests/vendor/openlineage/ "
-        "or shared/vendor/openlineage/, or point RLAM_OPENLINEAGE_SPEC at it"
+    # Committed under tests/vendor/openlineage (its README says from where): a missing copy is a broken
+    # checkout, and a validation that silently skips would pass CI without checking anything
+    pytest.fail(
+        "the OpenLineage JSON schemas are missing: tests/vendor/openlineage/spec should hold OpenLineage.json and "
+        "facets/*.json (see tests/vendor/openlineage/README.md), or point RLAM_OPENLINEAGE_SPEC at a spec/ folder"
     )
 
 
