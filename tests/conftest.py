@@ -37,6 +37,7 @@ from typing import Any
 import pytest
 
 from rlam_prefect.core.home import HomeLayout
+from tests.warm_cli import WarmCli
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -62,9 +63,18 @@ def prefect_api_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     # without this, in-process flows (test_audit, test_failures) would start an ephemeral server.
     from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
 
-    with temporary_settings({PREFECT_API_URL: url, PREFECT_HOME: str(session_home.prefect)}):
-        yield url
-    server.stop(session_home)
+    global _warm_cli
+    _warm_cli = WarmCli.start(session_home.root)  # imports while the first tests start
+    try:
+        with temporary_settings({PREFECT_API_URL: url, PREFECT_HOME: str(session_home.prefect)}):
+            yield url
+    finally:
+        _warm_cli.stop()
+        _warm_cli = None
+        server.stop(session_home)
+
+
+_warm_cli: WarmCli | None = None  # this test process's fork server for `rlam` commands (tests/warm_cli.py)
 
 
 @dataclass
@@ -78,6 +88,15 @@ class CliResult:
         return json.loads(self.stdout)
 
 
+def run_rlam(argv: list[str], env: dict[str, str], cwd: Path = ROOT, timeout: float = 300) -> CliResult:
+    """``rlam argv``: in a child of this process's warm CLI server when it runs the same there
+    (tests/warm_cli.py says when), else in a fresh ``python -m rlam_prefect.cli``."""
+    if _warm_cli is not None and _warm_cli.takes(env):
+        return CliResult(*_warm_cli.run(argv, env, cwd, timeout))
+    proc = subprocess.run([sys.executable, "-m", "rlam_prefect.cli", *argv], capture_output=True, text=True, env=env, cwd=cwd, timeout=timeout)
+    return CliResult(proc.returncode, proc.stdout, proc.stderr)
+
+
 @dataclass
 class Workspace:
     """A fresh RLAM_HOME and a way to run the real ``rlam`` CLI against it."""
@@ -85,11 +104,7 @@ class Workspace:
     home: HomeLayout
 
     def rlam(self, *args: str, extra_env: dict[str, str] | None = None) -> CliResult:
-        env = {**os.environ, "RLAM_HOME": str(self.home.root), **(extra_env or {})}
-        proc = subprocess.run(
-            [sys.executable, "-m", "rlam_prefect.cli", *args], capture_output=True, text=True, env=env, cwd=ROOT, timeout=300
-        )
-        return CliResult(proc.returncode, proc.stdout, proc.stderr)
+        return run_rlam(list(args), {**os.environ, "RLAM_HOME": str(self.home.root), **(extra_env or {})})
 
     def rlam_json(self, *args: str) -> dict[str, Any]:
         result = self.rlam(*args, "--json")

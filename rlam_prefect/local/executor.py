@@ -37,9 +37,9 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, NoReturn, cast
 
 from rlam_prefect.core.home import HomeLayout
 from rlam_prefect.local.executor_client import (
@@ -223,44 +223,16 @@ class _Executor:
             return "another PREFECT_API_URL"
         return None
 
-    def _child(self, request: dict[str, Any], fds: list[int], conn: socket.socket) -> None:
-        code = 1
-        try:
+    def _child(self, request: dict[str, Any], fds: list[int], conn: socket.socket) -> NoReturn:
+        with contextlib.suppress(OSError):  # an exception here would return the child into the parent's loop
             conn.close()
             for other in self.children.values():
                 other.close()
-            for target, fd in enumerate(fds):
-                os.dup2(fd, target)
-                os.close(fd)
-            signal.signal(signal.SIGINT, signal.default_int_handler)
-            signal.signal(signal.SIGTERM, _interrupted)  # the client went away: stop like Ctrl-C
-            os.chdir(request["cwd"])
-            env = dict(request["env"])
-            if self.managed:
-                env["PREFECT_API_URL"] = self.api_url
-                env["PREFECT_HOME"] = str(self.home.prefect)
-            os.environ.clear()
-            os.environ.update(env)
-            # the interpreter's own streams (the fork's fds 0-2 were just replaced below them): TextIOWrappers
-            cast(io.TextIOWrapper, sys.stdout).reconfigure(line_buffering=os.isatty(1))
-            cast(io.TextIOWrapper, sys.stderr).reconfigure(line_buffering=True)
-            sys.argv = ["rlam", *request["argv"]]
-            code = self.command(list(request["argv"]))
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
-        except BaseException as exc:  # the client still gets one line and an exit code
-            with contextlib.suppress(Exception):
-                print(f"rlam: error: {type(exc).__name__}: {exc}", file=sys.stderr)
-            code = 1
-        finally:
-            with contextlib.suppress(BaseException):
-                import atexit
-
-                atexit._run_exitfuncs()  # Prefect's API log and event workers drain here
-            with contextlib.suppress(BaseException):
-                sys.stdout.flush()
-                sys.stderr.flush()
-            os._exit(code)
+        env = dict(request["env"])
+        if self.managed:
+            env["PREFECT_API_URL"] = self.api_url
+            env["PREFECT_HOME"] = str(self.home.prefect)
+        run_in_child(self.command, list(request["argv"]), env, request["cwd"], fds)
 
     def _client_gone(self, conn: socket.socket) -> None:
         for pid, owner in list(self.children.items()):
@@ -296,6 +268,44 @@ class _Executor:
                 conn.sendall(json.dumps({"exit": code if code >= 0 else 128 - code}).encode() + b"\n")
             conn.close()
             self.last_activity = time.monotonic()
+
+
+def run_in_child(command: Command, argv: list[str], env: dict[str, str], cwd: str, fds: Sequence[int]) -> NoReturn:
+    """Run ``rlam argv`` as a freshly forked child of a preloaded process, and exit with its code.
+
+    ``fds`` become the child's stdin, stdout and stderr; ``env`` and ``cwd`` replace the ones it was forked
+    with. Exit handlers run before ``os._exit`` (Prefect's API log and event workers drain there), and any
+    exception still leaves one line and an exit code: the process that waits for it reads nothing else."""
+    code = 1
+    try:
+        for target, fd in enumerate(fds):
+            os.dup2(fd, target)
+            os.close(fd)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, _interrupted)  # the client went away: stop like Ctrl-C
+        os.chdir(cwd)
+        os.environ.clear()
+        os.environ.update(env)
+        # the interpreter's own streams (the fork's fds 0-2 were just replaced below them): TextIOWrappers
+        cast(io.TextIOWrapper, sys.stdout).reconfigure(line_buffering=os.isatty(1))
+        cast(io.TextIOWrapper, sys.stderr).reconfigure(line_buffering=True)
+        sys.argv = ["rlam", *argv]
+        code = command(list(argv))
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    except BaseException as exc:  # the client still gets one line and an exit code
+        with contextlib.suppress(Exception):
+            print(f"rlam: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        code = 1
+    finally:
+        with contextlib.suppress(BaseException):
+            import atexit
+
+            atexit._run_exitfuncs()  # Prefect's API log and event workers drain here
+        with contextlib.suppress(BaseException):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(code)
 
 
 def server_launched(home: HomeLayout, timeout: float = 60.0) -> bool:
