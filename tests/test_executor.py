@@ -163,6 +163,7 @@ def test_fingerprint_follows_project_sources():
         os.utime(source, ns=(st.st_atime_ns, st.st_mtime_ns))
     assert executor.fingerprint() == before
     assert executor.fingerprint({**os.environ, "PREFECT_LOGGING_COLORS": "x"}) != before
+    assert executor.fingerprint({**os.environ, "OPENBLAS_CORETYPE": "Haswell"}) != before  # numpy's kernels, chosen at import
     assert executor.fingerprint({**os.environ, "RLAM_PLANNER": "x"}) == before  # read per command, not at import
 
 

@@ -9,8 +9,8 @@ the function a warm executor's child runs for a user: the command's environment,
 files and exit code, Prefect's exit handlers, a fresh copy of the process for every command.
 
 What does not go through it (``Workspace.rlam`` starts a real subprocess instead):
-- a command whose PREFECT_*, LITELLM_*, PYTHON* or COVERAGE_* settings differ from the server's, since
-  Prefect and litellm read theirs once, at import;
+- a command whose settings read at import differ from the server's: those a warm executor compares
+  (Prefect's, litellm's, the interpreter's, the BLAS libraries') and coverage's;
 - ``RLAM_EXECUTOR=on``: the command would hand itself to rlam's own executor;
 - tests that are about the process itself (start-up, the executor, the server, kills, a fresh venv) start
   their own subprocesses and never call this.
@@ -35,8 +35,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rlam_prefect.local.executor_client import IMPORT_TIME_ENV_PREFIXES
+
 ROOT = Path(__file__).resolve().parents[1]
-SETTING_PREFIXES = ("PREFECT_", "LITELLM_", "PYTHON", "COVERAGE_")  # read at import by the preloaded modules
+SETTING_PREFIXES = (*IMPORT_TIME_ENV_PREFIXES, "COVERAGE_")  # what rlam's executor compares, and coverage's
 _READY_TIMEOUT_S = 180.0
 
 

@@ -26,7 +26,10 @@ from rlam_prefect.local.processes import pid_alive
 SWITCH_ENV = "RLAM_EXECUTOR"
 PROTOCOL = 1
 MAX_CHILDREN = 4
-_FINGERPRINT_ENV_PREFIXES = ("PREFECT_", "LITELLM_", "PYTHON", "DO_NOT_TRACK")
+# Settings read once, when the executor imports its modules: Prefect's and litellm's, the interpreter's, and the
+# BLAS libraries numpy loads (OPENBLAS_CORETYPE picks other kernels, whose floating-point results differ in their
+# last bits): a command that sets any of them differently must not run in a child that inherited the old ones
+IMPORT_TIME_ENV_PREFIXES = ("PREFECT_", "LITELLM_", "PYTHON", "DO_NOT_TRACK", "OPENBLAS_", "OMP_", "MKL_", "BLIS_", "VECLIB_", "GOTO_")
 _PER_SERVER_ENV = ("PREFECT_API_URL", "PREFECT_HOME")  # set by backend.configure for the managed server
 _SOCKET_PATH_MAX = 100  # AF_UNIX paths are limited to 107 bytes
 _CHILD_TERM_GRACE_S = 30.0
@@ -71,7 +74,7 @@ def _project_sources() -> list[Path]:
 
 def fingerprint(environ: dict[str, str] | None = None) -> str:
     """Project sources (mtime, size), installed packages (site-packages directory mtimes),
-    interpreter and the settings Prefect and litellm read at import time. Cheap: stats only."""
+    interpreter and the settings read at import time (IMPORT_TIME_ENV_PREFIXES). Cheap: stats only."""
     env = os.environ if environ is None else environ
     parts: list[Any] = [PROTOCOL, sys.executable, sys.version]
     for source in _project_sources():
@@ -84,7 +87,7 @@ def fingerprint(environ: dict[str, str] | None = None) -> str:
             with contextlib.suppress(OSError):
                 parts.append((entry, os.stat(entry).st_mtime_ns))
     settings = sorted(
-        (k, v) for k, v in env.items() if k.startswith(_FINGERPRINT_ENV_PREFIXES) and k not in _PER_SERVER_ENV
+        (k, v) for k, v in env.items() if k.startswith(IMPORT_TIME_ENV_PREFIXES) and k not in _PER_SERVER_ENV
     )
     parts.append(settings)
     return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:16]
