@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import signal
@@ -10,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -78,12 +78,12 @@ def test_eight_concurrent_writers_lose_and_duplicate_nothing(workspace):
     parent = workspace.rlam_json("run", "--planner", "fixed")
     commands = [("run", "--planner", "fixed", "--set", f"train_model.C={c}", "--json") for c in (0.2, 0.3, 0.2, 0.3)]
     commands += [("fork", parent["run_id"], "--step", "4", "--set", f"train_model.C={c}", "--json") for c in (0.2, 0.4, 0.4, 0.5)]
-    procs = [_spawn(workspace, *c) for c in commands]
-    outputs = [p.communicate(timeout=600) for p in procs]
+    with ThreadPoolExecutor(len(commands)) as pool:  # eight rlam processes at once, each its own child
+        results = list(pool.map(lambda c: workspace.rlam(*c), commands))
     reports = []
-    for proc, (out, err) in zip(procs, outputs):
-        assert proc.returncode == 0, err.decode()[-2000:]
-        reports.append(json.loads(out))
+    for result in results:
+        assert result.code == 0, result.stderr[-2000:]
+        reports.append(result.json)
     store = TraceStore(workspace.home)
     runs = {r["run_id"]: r for r in store.runs()}
     assert len(runs) == 9 and all(r["status"] == "completed" for r in runs.values())
