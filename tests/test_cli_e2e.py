@@ -94,3 +94,26 @@ def test_runs_and_show(workspace, original):
     assert shown["steps"] == original["steps"]
     human = workspace.rlam("show", original["run_id"])
     assert human.code == 0 and "evaluate_model" in human.stdout and "accuracy=" in human.stdout
+
+
+def test_the_rlam_script_verifies_a_project_whose_modules_are_not_installed(workspace, tmp_path):
+    """The ``rlam`` console script has its own directory on sys.path, not the project's (``python -m`` has the
+    working directory): unpickling a result of the project's own types must still find their module."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    project = tmp_path / "project"
+    project.mkdir()
+    shutil.copy(Path(__file__).parent / "witness_storage" / "storage_actions.py", project)
+    (project / "pyproject.toml").write_text('[tool.rlam]\nactions = ["storage_actions"]\norder = ["make_numbers", "scale", "total"]\n')
+    script = Path(sys.executable).with_name("rlam")
+    env = {**os.environ, "RLAM_HOME": str(workspace.home.root)}
+    run = subprocess.run([str(script), "run", "--planner", "fixed", "--json"], cwd=project, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    run_id = json.loads(run.stdout)["run_id"]
+    verified = subprocess.run([str(script), "verify", run_id, "--json"], cwd=project, env=env, capture_output=True, text=True, timeout=300)
+    report = json.loads(verified.stdout)
+    assert verified.returncode == 0 and report["intact"] is True and report["checked"] == 3, report["steps"]

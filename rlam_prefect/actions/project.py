@@ -84,9 +84,7 @@ def load_action_modules(extra: Iterable[str] = ()) -> tuple[str, ...]:
             f"no actions: no pyproject.toml with [tool.rlam] actions = [...] at or above {os.getcwd()}, "
             f"and {ACTION_MODULES_ENV} is not set"
         )
-    for root in (str(project.root) if project.root else None, os.getcwd()):
-        if root and root not in sys.path:
-            sys.path.append(root)  # a project's own modules import without being installed
+    add_project_to_path()
     for module in modules:
         try:
             importlib.import_module(module)
@@ -95,6 +93,16 @@ def load_action_modules(extra: Iterable[str] = ()) -> tuple[str, ...]:
     for spec in default_registry().all().values():
         spec.code_version  # noqa: B018 - parsed now, once, before any task thread could parse at the same time
     return modules
+
+
+def add_project_to_path() -> None:
+    """Put the project's root and the working directory on ``sys.path``: a project's own modules import
+    without being installed, when its actions load and when a stored result of one of its types is unpickled
+    (``rlam verify``; ``python -m`` had the working directory there already, the ``rlam`` script has not)."""
+    project = find_project()
+    for root in (str(project.root) if project.root else None, os.getcwd()):
+        if root and root not in sys.path:
+            sys.path.append(root)
 
 
 def fixed_order() -> tuple[str, ...]:

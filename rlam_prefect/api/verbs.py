@@ -161,9 +161,11 @@ def sweep_specs(
 
 def verify(run_id: str, *, home: PathLike | Home | None = None) -> VerifyResult:
     """Re-hash every stored result of a run against its trace; nothing is written or repaired."""
+    from rlam_prefect.actions.project import add_project_to_path
     from rlam_prefect.record.verify import verify_run
 
     handle = open_home(home)
+    add_project_to_path()  # a result of the project's own types unpickles by importing its module
     return VerifyResult.from_report(verify_run(handle.layout, handle.resolve(run_id)))
 
 
