@@ -37,7 +37,7 @@ from typing import Any
 import pytest
 
 from rlam_prefect.core.home import HomeLayout
-from tests.warm_cli import WarmCli
+from tests.warm_cli import WarmCli, WarmProcess
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -64,7 +64,7 @@ def prefect_api_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
 
     global _warm_cli
-    _warm_cli = WarmCli.start(session_home.root)  # imports while the first tests start
+    _warm_cli = WarmCli.launch(session_home.root)  # imports while the first tests start
     try:
         with temporary_settings({PREFECT_API_URL: url, PREFECT_HOME: str(session_home.prefect)}):
             yield url
@@ -95,6 +95,14 @@ def run_rlam(argv: list[str], env: dict[str, str], cwd: Path = ROOT, timeout: fl
         return CliResult(*_warm_cli.run(argv, env, cwd, timeout))
     proc = subprocess.run([sys.executable, "-m", "rlam_prefect.cli", *argv], capture_output=True, text=True, env=env, cwd=cwd, timeout=timeout)
     return CliResult(proc.returncode, proc.stdout, proc.stderr)
+
+
+def start_rlam(argv: list[str], env: dict[str, str], cwd: Path = ROOT) -> WarmProcess | subprocess.Popen[str]:
+    """``rlam argv`` started, not waited for (``communicate``, ``poll``, ``pid`` in a session of its own), like ``run_rlam``."""
+    if _warm_cli is not None and _warm_cli.takes(env):
+        return _warm_cli.start(argv, env, cwd)
+    return subprocess.Popen([sys.executable, "-m", "rlam_prefect.cli", *argv], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 
 @dataclass

@@ -15,7 +15,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -27,6 +26,9 @@ import pytest
 
 pytest.importorskip("s3fs", reason="the [s3] extra is not installed")
 pytest.importorskip("moto", reason="moto[server] (dev) is not installed")
+
+from tests.conftest import start_rlam
+from tests.warm_cli import WarmProcess
 
 BUCKET = "rlam-shared"
 ACTIONS = Path(__file__).parent / "witness_storage" / "storage_actions.py"
@@ -123,9 +125,8 @@ class Worker:
     def environ(self, **extra: str) -> dict[str, str]:
         return {**os.environ, **self.cluster.env, "RLAM_HOME": str(self.home), **extra}
 
-    def start(self, project: Path, *args: str, **extra: str) -> subprocess.Popen[str]:
-        return subprocess.Popen([sys.executable, "-m", "rlam_prefect.cli", *args], cwd=project, env=self.environ(**extra),
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    def start(self, project: Path, *args: str, **extra: str) -> WarmProcess | subprocess.Popen[str]:
+        return start_rlam(list(args), self.environ(**extra), cwd=project)
 
     def rlam(self, project: Path, *args: str, **extra: str) -> tuple[int, Any, str]:
         proc = self.start(project, *args, "--json", **extra)
@@ -156,7 +157,7 @@ def test_a_run_on_worker_a_is_replayed_on_worker_b_with_zero_executions(cluster:
     assert code == 0 and replay["identical"] is True and replay["executed"] == 0, err
     assert sum(cluster.executions().values()) == 3  # the witness: nothing ran on B
     code, verified, err = b.rlam(project, "verify", run["run_id"])
-    assert code == 0 and verified["intact"] is True, err
+    assert code == 0 and verified["intact"] is True, (err, json.dumps(verified))
     for home in (a.home, b.home):  # nothing shared was written locally
         assert not (home / "traces").exists() and not (home / "results").exists()
     objects = cluster.objects()

@@ -54,7 +54,7 @@ class WarmCli:
     env: dict[str, str]
 
     @classmethod
-    def start(cls, directory: Path) -> WarmCli:
+    def launch(cls, directory: Path) -> WarmCli:
         path = directory / "warm-cli.sock"
         env = dict(os.environ)
         process = subprocess.Popen([sys.executable, "-m", "tests.warm_cli", str(path)], cwd=ROOT, env=env, stdin=subprocess.PIPE)
@@ -69,24 +69,24 @@ class WarmCli:
 
     def run(self, argv: list[str], env: dict[str, str], cwd: Path, timeout: float) -> tuple[int, str, str]:
         """``rlam argv`` in a forked child: (exit code, stdout, stderr)."""
-        with tempfile.TemporaryDirectory(prefix="rlam-cmd-") as scratch:
-            out, err = Path(scratch, "stdout"), Path(scratch, "stderr")
-            request = {"argv": argv, "env": env, "cwd": str(cwd), "stdout": str(out), "stderr": str(err)}
-            with self._connect() as conn:
-                conn.sendall(json.dumps(request).encode() + b"\n")
-                reader = conn.makefile("rb")
-                started = json.loads(reader.readline() or b"{}")
-                if "pid" not in started:
-                    raise RuntimeError(f"the warm CLI server refused the command: {started}")
-                conn.settimeout(timeout)
-                try:
-                    line = reader.readline()
-                except TimeoutError:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(started["pid"], signal.SIGKILL)
-                    raise TimeoutError(f"rlam {' '.join(argv)} did not finish in {timeout} s") from None
-            code = json.loads(line)["exit"]
-            return code, out.read_text(encoding="utf-8", errors="replace"), err.read_text(encoding="utf-8", errors="replace")
+        child = self.start(argv, env, cwd)
+        out, err = child.communicate(timeout)
+        return child.returncode, out, err  # type: ignore[return-value]  # set by communicate
+
+    def start(self, argv: list[str], env: dict[str, str], cwd: Path) -> WarmProcess:
+        """``rlam argv`` in a forked child, not waited for (like ``subprocess.Popen``, in a session of its own)."""
+        scratch = tempfile.TemporaryDirectory(prefix="rlam-cmd-")
+        out, err = Path(scratch.name, "stdout"), Path(scratch.name, "stderr")
+        request = {"argv": argv, "env": env, "cwd": str(cwd), "stdout": str(out), "stderr": str(err)}
+        conn = self._connect()
+        conn.sendall(json.dumps(request).encode() + b"\n")
+        reader = conn.makefile("rb")
+        started = json.loads(reader.readline() or b"{}")
+        if "pid" not in started:
+            conn.close()
+            scratch.cleanup()
+            raise RuntimeError(f"the warm CLI server refused rlam {' '.join(argv)}: {started}")
+        return WarmProcess(argv, int(started["pid"]), conn, reader, scratch)
 
     def _connect(self) -> socket.socket:
         deadline = time.monotonic() + _READY_TIMEOUT_S
@@ -113,6 +113,47 @@ class WarmCli:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+
+
+class WarmProcess:
+    """A command running in a child of the warm CLI server, waited for like a ``subprocess.Popen``."""
+
+    def __init__(self, argv: list[str], pid: int, conn: socket.socket, reader: Any, scratch: tempfile.TemporaryDirectory[str]) -> None:
+        self.argv, self.pid, self._conn, self._reader, self._scratch = argv, pid, conn, reader, scratch
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None and select.select([self._conn], [], [], 0)[0]:
+            self._read_exit()
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        if self.returncode is None:
+            if not select.select([self._conn], [], [], timeout)[0]:
+                self.kill()
+                raise TimeoutError(f"rlam {' '.join(self.argv)} did not finish in {timeout} s (killed)")
+            self._read_exit()
+        return self.returncode  # type: ignore[return-value]
+
+    def communicate(self, timeout: float | None = None) -> tuple[str, str]:
+        """Wait, then (stdout, stderr); the output files are removed."""
+        self.wait(timeout)
+        base = Path(self._scratch.name)
+        out, err = (base / name for name in ("stdout", "stderr"))
+        found = out.read_text(encoding="utf-8", errors="replace"), err.read_text(encoding="utf-8", errors="replace")
+        self._scratch.cleanup()
+        return found
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGKILL)
+
+    def _read_exit(self) -> None:
+        line = self._reader.readline()
+        self._conn.close()
+        if not line:
+            raise RuntimeError(f"the warm CLI server went away while rlam {' '.join(self.argv)} ran")
+        self.returncode = int(json.loads(line)["exit"])
 
 
 # ---- the server ----------------------------------------------------------------------------
@@ -148,6 +189,7 @@ def _fork(request: dict[str, Any], closing: list[socket.socket]) -> int:
     ]
     pid = os.fork()
     if pid == 0:
+        os.setsid()  # its own session: a test may kill it with everything it started (os.killpg)
         for sock in closing:
             with contextlib.suppress(OSError):
                 sock.close()
