@@ -54,7 +54,13 @@ def prefect_api_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     # Tests reach this server through PREFECT_API_URL, which never touches its idle clock: without a
     # long idle limit it stops itself 30 minutes in, in the middle of a slow (loaded) session.
     os.environ.setdefault(server.IDLE_ENV, "600")
-    url = server.ensure_server(session_home)
+    # This server answers every API call of this worker's tests. Traced by coverage, Prefect's server costs more
+    # CPU and measures only rlam's supervisor, which test_server.py and test_startup.py measure in servers of their own.
+    untraced = {k: os.environ.pop(k) for k in ("COVERAGE_PROCESS_CONFIG", "COVERAGE_PROCESS_START") if k in os.environ}
+    try:
+        url = server.ensure_server(session_home)
+    finally:
+        os.environ.update(untraced)
     os.environ["PREFECT_HOME"] = str(session_home.prefect)
     os.environ["PREFECT_API_URL"] = url
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rlam_prefect.local.backend import QUIET_DEFAULTS
 from rlam_prefect.local.executor_client import IMPORT_TIME_ENV_PREFIXES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,14 +59,15 @@ class WarmCli:
         path = directory / "warm-cli.sock"
         env = dict(os.environ)
         process = subprocess.Popen([sys.executable, "-m", "tests.warm_cli", str(path)], cwd=ROOT, env=env, stdin=subprocess.PIPE)
-        return cls(process, path, env)
+        return cls(process, path, {**QUIET_DEFAULTS, **env})  # what the server imported under (configure() in _preload)
 
     def takes(self, env: dict[str, str]) -> bool:
         """Whether a command with this environment runs the same in a child of this server as in a fresh process."""
         if (env.get("RLAM_EXECUTOR") or "").strip().lower() == "on":
             return False
-        keys = {k for k in (*env, *self.env) if k.startswith(SETTING_PREFIXES)}
-        return all(env.get(k) == self.env.get(k) for k in keys)
+        effective = {**QUIET_DEFAULTS, **env}  # a fresh `rlam` sets these before it imports Prefect, so does the server
+        keys = {k for k in (*effective, *self.env) if k.startswith(SETTING_PREFIXES)}
+        return all(effective.get(k) == self.env.get(k) for k in keys)
 
     def run(self, argv: list[str], env: dict[str, str], cwd: Path, timeout: float) -> tuple[int, str, str]:
         """``rlam argv`` in a forked child: (exit code, stdout, stderr)."""
@@ -160,9 +162,12 @@ class WarmProcess:
 
 
 def _preload() -> None:
-    """What a warm executor imports, and litellm (the planner tests' LLM planner)."""
-    from rlam_prefect.local.backend import import_flow_engine
+    """What a warm executor imports, and litellm (the planner tests' LLM planner), after the settings a fresh
+    ``rlam`` sets before it imports Prefect (PREFECT_API_URL is the session server's, so nothing is started)."""
+    from rlam_prefect.core.home import HomeLayout
+    from rlam_prefect.local.backend import configure, import_flow_engine
 
+    configure(HomeLayout.from_env())
     import_flow_engine()
     import litellm  # noqa: F401
     import sklearn.linear_model  # noqa: F401

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 
 from rlam_prefect.core.home import HOME_ENV, HomeLayout
 
-_QUIET_DEFAULTS = {
+QUIET_DEFAULTS = {  # set by configure() unless the user set them: Prefect reads them at import
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "DO_NOT_TRACK": "1",
     "PREFECT_LOGGING_LEVEL": "WARNING",
@@ -30,7 +30,7 @@ def configure(home: HomeLayout, preload: Callable[[], object] | None = None) -> 
     The server's address is known as soon as it is launched, so while a new server starts (seconds)
     this process imports what it will need (``preload``, by default Prefect's engines and the flow)
     instead of waiting idle."""
-    for name, value in _QUIET_DEFAULTS.items():
+    for name, value in QUIET_DEFAULTS.items():
         os.environ.setdefault(name, value)
     url = os.environ.get("PREFECT_API_URL")
     if url:
@@ -91,7 +91,7 @@ def _prefect_api(home: HomeLayout) -> Iterator[None]:
         return
     from rlam_prefect.local.server import ensure_server
 
-    for name, value in _QUIET_DEFAULTS.items():
+    for name, value in QUIET_DEFAULTS.items():
         os.environ.setdefault(name, value)
     url = ensure_server(home)
     with temporary_settings({PREFECT_API_URL: url, PREFECT_HOME: str(home.prefect)}):
