@@ -95,16 +95,19 @@ class CliResult:
 
 
 def run_rlam(argv: list[str], env: dict[str, str], cwd: Path = ROOT, timeout: float = 300) -> CliResult:
-    """``rlam argv``: in a child of this process's warm CLI server when it runs the same there
+    """``rlam argv`` run to its end: in a child of this process's warm CLI server when it runs the same there
     (tests/warm_cli.py says when), else in a fresh ``python -m rlam_prefect.cli``."""
-    if _warm_cli is not None and _warm_cli.takes(env):
-        return CliResult(*_warm_cli.run(argv, env, cwd, timeout))
-    proc = subprocess.run([sys.executable, "-m", "rlam_prefect.cli", *argv], capture_output=True, text=True, env=env, cwd=cwd, timeout=timeout)
-    return CliResult(proc.returncode, proc.stdout, proc.stderr)
+    child = start_rlam(argv, env, cwd)
+    try:
+        out, err = child.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        raise
+    return CliResult(child.returncode, out, err)  # type: ignore[arg-type]  # set once it ended
 
 
 def start_rlam(argv: list[str], env: dict[str, str], cwd: Path = ROOT) -> WarmProcess | subprocess.Popen[str]:
-    """``rlam argv`` started, not waited for (``communicate``, ``poll``, ``pid`` in a session of its own), like ``run_rlam``."""
+    """``rlam argv`` started, not waited for (``communicate``, ``poll``, ``pid`` in a session of its own)."""
     if _warm_cli is not None and _warm_cli.takes(env):
         return _warm_cli.start(argv, env, cwd)
     return subprocess.Popen([sys.executable, "-m", "rlam_prefect.cli", *argv], cwd=cwd, env=env,

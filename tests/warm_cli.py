@@ -69,12 +69,6 @@ class WarmCli:
         keys = {k for k in (*effective, *self.env) if k.startswith(SETTING_PREFIXES)}
         return all(effective.get(k) == self.env.get(k) for k in keys)
 
-    def run(self, argv: list[str], env: dict[str, str], cwd: Path, timeout: float) -> tuple[int, str, str]:
-        """``rlam argv`` in a forked child: (exit code, stdout, stderr)."""
-        child = self.start(argv, env, cwd)
-        out, err = child.communicate(timeout)
-        return child.returncode, out, err  # type: ignore[return-value]  # set by communicate
-
     def start(self, argv: list[str], env: dict[str, str], cwd: Path) -> WarmProcess:
         """``rlam argv`` in a forked child, not waited for (like ``subprocess.Popen``, in a session of its own)."""
         scratch = tempfile.TemporaryDirectory(prefix="rlam-cmd-")
