@@ -180,6 +180,10 @@ def test_a_home_seeded_from_the_template_runs_a_flow_and_stop_leaves_no_process(
         assert executor_pid, executor.log_path(home).read_text()
         group = int(state["supervisor_pid"])
         assert len(_group_members(group)) >= 2  # the supervisor and Prefect's server
+        command = Path(f"/proc/{state['server_pid']}/cmdline").read_bytes().split(b"\0")
+        assert command[1:3] == [b"-m", b"rlam_prefect.local.prefect_server"]  # Prefect's server, tuned for idling
+        assert b"PREFECT_SERVER_SERVICES_PAUSE_EXPIRATIONS_LOOP_SECONDS=30" in Path(f"/proc/{state['server_pid']}/environ").read_bytes()
+        assert "not checked for the idle tuning" not in server.log_path(home).read_text()
         stopped = subprocess.run([sys.executable, "-m", "rlam_prefect.cli", "server", "stop"], env=_env(home, cache), cwd=ROOT,
                                  capture_output=True, text=True, timeout=60)
         assert stopped.returncode == 0 and stopped.stdout.strip() == "stopped", stopped.stderr

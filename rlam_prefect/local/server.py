@@ -1,18 +1,19 @@
 """The embedded default: one local Prefect server per RLAM_HOME, started on first use and reused.
 
 Prefect's ephemeral mode starts a server inside every process (9-15 s each). Instead the first
-command starts ``prefect server start`` under a small supervisor, detached from the client,
-with its database in ``$RLAM_HOME/prefect``; later commands find it through
-``$RLAM_HOME/prefect/server.json`` and only connect. The supervisor stops the server after a
-period without client activity (and no running flow), so nothing lingers. A killed client
-cannot leave the database locked: only the server process opens it.
+command starts Prefect's server (``prefect server start``, through ``prefect_server.py``) under a
+small supervisor, detached from the client, with its database in ``$RLAM_HOME/prefect``; later
+commands find it through ``$RLAM_HOME/prefect/server.json`` and only connect. The supervisor stops
+the server after a period without client activity (and no running flow), so nothing lingers. A
+killed client cannot leave the database locked: only the server process opens it.
 When ``PREFECT_API_URL`` is set, the user's server is used and nothing is started.
 
 Start-up is kept short: a new home's database is a copy of a migrated template (``template.py``);
 the address is known before the server answers, so a client can import Prefect while it starts
-(``launch`` then ``wait_ready``); and services the embedded default does not use are off
-(``EMBEDDED_SERVICES_OFF``). Stopping sends SIGTERM to the supervisor's whole process group and
-SIGKILL after a short grace, so no process is left behind.
+(``launch`` then ``wait_ready``). An idle server is kept cheap: services the embedded default does
+not use are off (``EMBEDDED_SERVICES_OFF``), and the rest wake less often (``EMBEDDED_SERVICE_LOOPS``,
+``prefect_server.py``). Stopping sends SIGTERM to the supervisor's whole process group and SIGKILL
+after a short grace, so no process is left behind.
 """
 
 from __future__ import annotations
@@ -219,6 +220,8 @@ def _server_env(home: HomeLayout, port: int) -> dict[str, str]:
     )
     for name in EMBEDDED_SERVICES_OFF:
         env.setdefault(f"PREFECT_SERVER_SERVICES_{name}_ENABLED", "false")  # a user's own setting wins
+    for name, seconds in EMBEDDED_SERVICE_LOOPS.items():
+        env.setdefault(f"PREFECT_SERVER_SERVICES_{name}", seconds)
     return env
 
 
@@ -232,6 +235,15 @@ EMBEDDED_SERVICES_OFF = (
     "TRIGGERS",  # automations: none are created by rlam
     "REPOSSESSOR",  # reclaims expired concurrency-slot leases: rlam sets no concurrency limits
 )
+
+
+# Services kept on that wake less often than Prefect's 5 s on an idle laptop (idle CPU, docs/benchmarks.md)
+EMBEDDED_SERVICE_LOOPS = {
+    # fails paused runs whose pause timed out with no client left to do it; rlam's approval gate times out in its client
+    "PAUSE_EXPIRATIONS_LOOP_SECONDS": "30",
+    # schedules a newly deployed schedule's runs at once; the scheduler's own 60 s loop does it anyway
+    "SCHEDULER_RECENT_DEPLOYMENTS_LOOP_SECONDS": "30",
+}
 
 
 _UI_API_SETTINGS = ("PREFECT_SERVER_UI_API_URL", "PREFECT_UI_API_URL")
@@ -312,7 +324,7 @@ def _group_alive(pgid: int) -> bool:
 def _supervise(home: HomeLayout, port: int, idle_minutes: float) -> int:
     url = f"http://127.0.0.1:{port}/api"
     server = subprocess.Popen(
-        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        [sys.executable, "-m", "rlam_prefect.local.prefect_server", "--host", "127.0.0.1", "--port", str(port)],
         stdin=subprocess.DEVNULL,
     )
     stopping = False
