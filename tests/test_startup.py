@@ -46,6 +46,11 @@ def _folder(cache: Path) -> Path:
     return cache / "prefect-db" / f"{version}-{head}"
 
 
+def _block_types(db: Path) -> int:
+    with sqlite3.connect(db) as con:
+        return int(con.execute("SELECT count(*) FROM block_type").fetchone()[0])
+
+
 def _head_of(db: Path) -> list[str]:
     with sqlite3.connect(db) as con:
         return [r[0] for r in con.execute("SELECT version_num FROM alembic_version")]
@@ -57,6 +62,7 @@ def test_the_template_is_prefects_migrated_database_built_once_and_reused(cache:
     version, head = template.installed_key()
     assert (meta["prefect_version"], meta["migration_head"]) == (version, head)
     assert _head_of(folder / template.DB_NAME) == [head]
+    assert meta["blocks"] == template.blocks_record() and _block_types(folder / template.DB_NAME) >= 40  # as a server registers them
     built = (folder / template.DB_NAME).stat().st_mtime_ns
     again = template.ensure_template({template.CACHE_ENV: str(cache)})  # no rebuild: same file, same record
     assert again == folder / template.DB_NAME and again.stat().st_mtime_ns == built
@@ -104,6 +110,8 @@ def test_the_pinned_prefect_ships_its_template_and_a_new_cache_unpacks_it_checke
     assert meta["source"] == shipped.name and "build_s" not in meta, meta
     assert template.check_template(_folder(tmp_path / "cache"), version, head) is None
     assert _head_of(tmp_path / "prefect" / template.DB_NAME) == [head]
+    assert meta["blocks"]["collections"] == template.installed_collections()  # shipped from this very environment
+    assert template.block_settings(tmp_path / "prefect", {}) == template.SKIP_BLOCK_REGISTRATION
     print(f"\nshipped template unpacked and copied in {unpacked:.3f} s")
 
 
@@ -134,6 +142,39 @@ def test_without_a_template_the_home_migrates_itself_and_the_template_is_built_i
     assert template.check_template(folder, *template.installed_key()) is None, (folder / "build.log").read_text()
     assert template.seed_home(tmp_path / "prefect", env) is True
     assert _head_of(tmp_path / "prefect" / template.DB_NAME) == [template.installed_key()[1]]
+
+
+def test_a_seeded_home_skips_registering_block_types_only_while_the_installed_ones_registered_them(cache: Path, tmp_path: Path):
+    home = tmp_path / "prefect"
+    assert template.block_settings(home, {}) == {}  # no record: Prefect registers, as always
+    assert template.seed_home(home, {template.CACHE_ENV: str(cache)}) is True
+    record = json.loads((home / template.BLOCKS_NAME).read_text())
+    assert record == template.blocks_record()
+    assert template.block_settings(home, {}) == template.SKIP_BLOCK_REGISTRATION
+    assert template.block_settings(home, {"PREFECT_API_DATABASE_CONNECTION_URL": "postgresql+asyncpg://x/y"}) == {}  # not this file
+    (home / template.BLOCKS_NAME).write_text(json.dumps({**record, "collections": record["collections"] + ["prefect-other==1.0"]}))
+    assert template.block_settings(home, {}) == template.SKIP_BLOCK_REGISTRATION  # more registered than installed: nothing missing
+    if record["collections"]:  # a collection installed after the template was built: its block types are not in it
+        (home / template.BLOCKS_NAME).write_text(json.dumps({**record, "collections": record["collections"][1:]}))
+        assert template.block_settings(home, {}) == {}
+    (home / template.BLOCKS_NAME).write_text(json.dumps({**record, "prefect": "3.0.0"}))
+    assert template.block_settings(home, {}) == {}  # another Prefect registered them
+    (home / template.DB_NAME).unlink()  # the database the record spoke of is gone
+    assert template.seed_home(home, {"PREFECT_API_DATABASE_CONNECTION_URL": "postgresql+asyncpg://x/y"}) is False
+    assert not (home / template.BLOCKS_NAME).exists() and template.block_settings(home, {}) == {}
+
+
+def test_a_template_built_without_block_types_is_updated_and_said_so(cache: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]):
+    earlier = tmp_path / "cache"
+    shutil.copytree(cache, earlier)
+    meta_path = _folder(earlier) / template.META_NAME
+    meta = json.loads(meta_path.read_text())
+    del meta["blocks"]  # as an earlier rlam wrote it: the database is right, its record says nothing of blocks
+    meta_path.write_text(json.dumps(meta))
+    assert template.check_template(_folder(earlier), *template.installed_key()) == template.NO_BLOCKS
+    assert template.seed_home(tmp_path / "prefect", {**os.environ, template.CACHE_ENV: str(earlier)}) is True
+    assert "rlam: updating the Prefect database template in" in capfd.readouterr().err
+    assert json.loads(meta_path.read_text())["blocks"] == json.loads((tmp_path / "prefect" / template.BLOCKS_NAME).read_text())
 
 
 def test_a_database_url_in_the_environment_seeds_nothing(cache: Path, tmp_path: Path):
@@ -184,6 +225,10 @@ def test_a_home_seeded_from_the_template_runs_a_flow_and_stop_leaves_no_process(
         assert command[1:3] == [b"-m", b"rlam_prefect.local.prefect_server"]  # Prefect's server, tuned for idling
         assert b"PREFECT_SERVER_SERVICES_PAUSE_EXPIRATIONS_LOOP_SECONDS=30" in Path(f"/proc/{state['server_pid']}/environ").read_bytes()
         assert "not checked for the idle tuning" not in server.log_path(home).read_text()
+        assert not (home.prefect / "memo_store.toml").exists()  # Prefect writes it after registering block types: it did not
+        request = urllib.request.Request(f"{state['url']}/block_types/filter", data=b"{}", headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=10) as response:  # the template's block types, served
+            assert len(json.loads(response.read())) == _block_types(_folder(cache) / template.DB_NAME)
         stopped = subprocess.run([sys.executable, "-m", "rlam_prefect.cli", "server", "stop"], env=_env(home, cache), cwd=ROOT,
                                  capture_output=True, text=True, timeout=60)
         assert stopped.returncode == 0 and stopped.stdout.strip() == "stopped", stopped.stderr

@@ -159,13 +159,15 @@ def _start_lock(home: HomeLayout) -> contextlib.AbstractContextManager[None]:
 
 
 def _start(home: HomeLayout) -> str:
-    from rlam_prefect.local.template import seed_home
+    from rlam_prefect.local.template import block_settings, seed_home
 
     check_database(home)  # before seeding: a damaged database is the user's to move aside, never replaced
     port = _port(home)
     url = f"http://127.0.0.1:{port}/api"
     env = _server_env(home, port)
     seed_home(home.prefect, env)  # a migrated copy instead of migrating a new database (template.py)
+    for name, value in block_settings(home.prefect, env).items():
+        env.setdefault(name, value)  # its block types are in that copy already; a user's own setting wins
     idle = float(os.environ.get(IDLE_ENV) or DEFAULT_IDLE_MINUTES)
     touch(home)
     with open(log_path(home), "ab") as log:

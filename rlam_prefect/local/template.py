@@ -15,6 +15,12 @@ stderr and the template is rebuilt; a wrong one is never used. The server still 
 migrate-on-start, which finds nothing to do. Only the default database (SQLite in the home) is
 seeded: with a database URL set in the environment nothing is copied.
 
+The template also holds Prefect's block types, registered when it is built as a server registers them
+at start-up (about 1.5 s of a new server's 5.5 s here: it imports every installed collection). A seeded
+home records which Prefect and collections registered them (``blocks.json``); while the installed ones
+are among them, its server is told not to register again (``block_settings``). Anything else, and the
+server registers them as Prefect always does.
+
 Cheap to import and free of Prefect imports: it runs in the client before Prefect is configured.
 """
 
@@ -36,6 +42,7 @@ import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from rlam_prefect.core.errors import RLamError
 from rlam_prefect.core.filelock import exclusive
@@ -44,6 +51,9 @@ from rlam_prefect.core.files import file_digest
 CACHE_ENV = "RLAM_CACHE_DIR"
 DB_NAME = "prefect.db"
 META_NAME = "template.json"
+BLOCKS_NAME = "blocks.json"  # in a seeded home's Prefect folder: who registered its block types
+# what a server is told when its database's block types were registered by the installed Prefect and collections
+SKIP_BLOCK_REGISTRATION = {"PREFECT_SERVER_REGISTER_BLOCKS_ON_START": "false", "PREFECT_SERVER_MEMOIZE_BLOCK_AUTO_REGISTRATION": "false"}
 BUILD_TIMEOUT_S = 300.0
 SHIPPED = Path(__file__).with_name("templates")  # prefect-<version>-<head>.db.gz: the first home on a machine migrates nothing
 # settings that move Prefect's database away from $PREFECT_HOME/prefect.db: then there is nothing to seed
@@ -51,6 +61,9 @@ _DATABASE_SETTINGS = tuple(
     f"PREFECT_{scope}_DATABASE_{name}" for scope in ("API", "SERVER") for name in ("CONNECTION_URL", "DRIVER", "NAME", "HOST")
 )
 _REVISION = re.compile(r"^(down_revision|revision)\s*=\s*(.+)$", re.MULTILINE)
+
+
+NO_BLOCKS = "built without Prefect's block types"  # by an earlier rlam: usable, but its homes register them at start
 
 
 class TemplateError(RLamError):
@@ -87,6 +100,31 @@ def installed_key() -> tuple[str, str]:
     return importlib.metadata.version("prefect"), heads[0]
 
 
+def installed_collections() -> list[str]:
+    """The installed Prefect collections (``prefect.collections`` entry points), as ``name==version``: their
+    block types are registered with Prefect's at server start-up."""
+    found = {f"{ep.dist.name}=={ep.dist.version}" for ep in importlib.metadata.entry_points(group="prefect.collections") if ep.dist}
+    return sorted(found)
+
+
+def blocks_record() -> dict[str, Any]:
+    return {"prefect": importlib.metadata.version("prefect"), "collections": installed_collections()}
+
+
+def block_settings(prefect_home: Path, environ: Mapping[str, str]) -> dict[str, str]:
+    """Settings that spare a seeded home's server registering block types the template already holds; else none."""
+    if not uses_default_database(environ):
+        return {}  # the server's database is elsewhere: the record speaks of the home's SQLite file
+    try:
+        record = json.loads((prefect_home / BLOCKS_NAME).read_text())
+    except (OSError, ValueError):
+        return {}
+    installed = blocks_record()
+    if record.get("prefect") != installed["prefect"] or not set(installed["collections"]) <= set(record.get("collections", ())):
+        return {}  # a newer Prefect or a new collection: the server registers, as Prefect always does
+    return dict(SKIP_BLOCK_REGISTRATION)
+
+
 def seed_home(prefect_home: Path, environ: Mapping[str, str]) -> bool:
     """Copy a checked template into a home that has no database yet; False when there is nothing to copy.
 
@@ -94,14 +132,19 @@ def seed_home(prefect_home: Path, environ: Mapping[str, str]) -> bool:
     the template is built beside it in a background process at the lowest CPU priority (``build_in_background``):
     building it first would make the very first command wait for two migrations' worth of imports."""
     target = prefect_home / DB_NAME
-    if target.exists() or not uses_default_database(environ):
+    if target.exists():
+        return False
+    (prefect_home / BLOCKS_NAME).unlink(missing_ok=True)  # it spoke of a database that is gone
+    if not uses_default_database(environ):
         return False
     version, head = installed_key()
     folder = template_folder(environ, version, head)
     problem = check_template(folder, version, head)
-    if problem == "missing" and shipped_template(version, head) is not None:
+    if problem in ("missing", NO_BLOCKS) and shipped_template(version, head) is not None:
         ensure_template(environ)  # the copy shipped in the package: checked as a built one is, milliseconds
         problem = check_template(folder, version, head)
+    if problem == NO_BLOCKS and build_in_background(environ):
+        problem = None  # its migrations are right: this home's server registers the block types itself
     if problem is not None:
         if build_in_background(environ) and problem != "missing":
             print(f"rlam: the Prefect database template in {folder} is unusable ({problem}); rebuilding it in the background", file=sys.stderr)
@@ -115,6 +158,9 @@ def seed_home(prefect_home: Path, environ: Mapping[str, str]) -> bool:
         os.replace(tmp, target)  # complete or absent: a server never sees half a copy
     finally:
         Path(tmp).unlink(missing_ok=True)
+    blocks = json.loads((folder / META_NAME).read_text()).get("blocks")
+    if blocks:
+        _write_json(prefect_home / BLOCKS_NAME, blocks)
     return True
 
 
@@ -127,9 +173,11 @@ def ensure_template(environ: Mapping[str, str]) -> Path:
         problem = check_template(folder, version, head)
         if problem is None:
             return folder / DB_NAME
-        if problem != "missing":
+        if problem == NO_BLOCKS:
+            print(f"rlam: updating the Prefect database template in {folder} ({problem})", file=sys.stderr)
+        elif problem != "missing":
             print(f"rlam: the Prefect database template in {folder} is unusable ({problem}); rebuilding it", file=sys.stderr)
-        shipped = shipped_template(version, head) if problem == "missing" else None
+        shipped = shipped_template(version, head) if problem in ("missing", NO_BLOCKS) else None
         if shipped is None or not _unpack(shipped, folder, version, head):
             _build(folder, version, head, environ)
         problem = check_template(folder, version, head)
@@ -148,6 +196,10 @@ def _shipped_path(version: str, head: str) -> Path:
     return SHIPPED / f"prefect-{version}-{head}.db.gz"
 
 
+def _shipped_blocks_path(shipped: Path) -> Path:
+    return shipped.with_name(shipped.name.removesuffix(".db.gz") + ".blocks.json")  # who registered its block types
+
+
 def _unpack(shipped: Path, folder: Path, version: str, head: str) -> bool:
     """Install the shipped template into ``folder`` (the caller holds the build lock); False, said on stderr, if it fails its check."""
     with tempfile.TemporaryDirectory(prefix="unpack-", dir=folder) as scratch:
@@ -158,7 +210,10 @@ def _unpack(shipped: Path, folder: Path, version: str, head: str) -> bool:
         if problem is not None:
             print(f"rlam: the Prefect database template shipped in {shipped} fails its check ({problem}); building one", file=sys.stderr)
             return False
-        _install(db, folder, version, head, {"source": shipped.name})
+        origin: dict[str, object] = {"source": shipped.name}
+        with contextlib.suppress(FileNotFoundError):
+            origin["blocks"] = json.loads(_shipped_blocks_path(shipped).read_text())
+        _install(db, folder, version, head, origin)
     return True
 
 
@@ -200,7 +255,7 @@ def check_template(folder: Path, version: str, head: str) -> str | None:
         return f"cannot read {db.name}: {exc}"
     if digest != meta.get("sha256"):
         return "its bytes changed since it was built"
-    return _check_database(db, head)
+    return _check_database(db, head) or (None if meta.get("blocks") else NO_BLOCKS)
 
 
 def _check_database(db: Path, head: str) -> str | None:
@@ -223,24 +278,32 @@ def _build(folder: Path, version: str, head: str, environ: Mapping[str, str]) ->
     with tempfile.TemporaryDirectory(prefix="build-", dir=folder) as scratch:
         env = {k: v for k, v in environ.items() if not k.startswith("PREFECT_")}
         env.update(PREFECT_HOME=scratch, PREFECT_SERVER_ANALYTICS_ENABLED="false", DO_NOT_TRACK="1", PREFECT_LOGGING_LEVEL="WARNING")
-        try:
-            done = subprocess.run(
-                [sys.executable, "-m", "prefect", "server", "database", "upgrade", "-y"],
-                env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S,
-            )
-        except subprocess.TimeoutExpired as exc:
-            raise TemplateError(f"migrating a Prefect database template took over {BUILD_TIMEOUT_S:.0f} s") from exc
+        done = _run_build_step([sys.executable, "-m", "prefect", "server", "database", "upgrade", "-y"], env)
         built = Path(scratch) / DB_NAME
-        if done.returncode != 0 or not built.exists():
-            tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
-            raise TemplateError(f"`prefect server database upgrade` failed building the database template: {tail[0]}")
+        _check_step(done, built, "`prefect server database upgrade`")
+        blocks = blocks_record()  # read before registering: a collection installed meanwhile is not claimed
+        done = _run_build_step([sys.executable, "-m", "rlam_prefect.local.prefect_server", "--register-blocks"], env)
+        _check_step(done, built, "registering Prefect's block types")
         with contextlib.closing(sqlite3.connect(built)) as con:
             con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             con.execute("PRAGMA journal_mode=DELETE")  # one self-contained file; Prefect turns WAL on when it connects
         problem = _check_database(built, head)
         if problem is not None:
             raise TemplateError(f"the database Prefect just migrated fails its check: {problem}")
-        _install(built, folder, version, head, {"build_s": round(time.monotonic() - started, 2)})
+        _install(built, folder, version, head, {"build_s": round(time.monotonic() - started, 2), "blocks": blocks})
+
+
+def _run_build_step(command: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    try:
+        return subprocess.run(command, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S)
+    except subprocess.TimeoutExpired as exc:
+        raise TemplateError(f"building the Prefect database template took over {BUILD_TIMEOUT_S:.0f} s: {' '.join(command[1:])}") from exc
+
+
+def _check_step(done: subprocess.CompletedProcess[str], built: Path, what: str) -> None:
+    if done.returncode != 0 or not built.exists():
+        tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
+        raise TemplateError(f"{what} failed building the database template: {tail[0]}")
 
 
 def _install(db: Path, folder: Path, version: str, head: str, origin: dict[str, object]) -> None:
@@ -248,9 +311,14 @@ def _install(db: Path, folder: Path, version: str, head: str, origin: dict[str, 
     record = {"prefect_version": version, "migration_head": head, **origin, "sha256": file_digest(db).digest, "built_at": time.time()}
     (folder / META_NAME).unlink(missing_ok=True)  # never a new database beside an old record, nor the reverse
     os.replace(db, folder / DB_NAME)
-    tmp_meta = db.with_name(META_NAME)
-    tmp_meta.write_text(json.dumps(record))
-    os.replace(tmp_meta, folder / META_NAME)
+    _write_json(folder / META_NAME, record)
+
+
+def _write_json(path: Path, value: object) -> None:
+    """Complete or absent, as every record here."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(value))
+    os.replace(tmp, path)
 
 
 def _copy_database(source: Path, target: Path) -> None:
@@ -271,6 +339,8 @@ def ship(environ: Mapping[str, str]) -> Path:
         target = _shipped_path(version, head)
         with open(built, "rb") as source, gzip.GzipFile(target, "wb", compresslevel=9, mtime=0) as packed:
             shutil.copyfileobj(source, packed)
+        blocks = json.loads((Path(folder) / META_NAME).read_text())["blocks"]
+        _shipped_blocks_path(target).write_text(json.dumps(blocks, indent=1) + "\n")
     return target
 
 
