@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,19 +19,31 @@ from rlam_prefect.record.store import TraceStore
 
 
 @pytest.fixture(scope="module")
-def experiment(prefect_api_url: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def experiment(prefect_api_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     import os
     import subprocess
     import sys
 
     out = tmp_path_factory.mktemp("experiments") / "out"
+    # The harness runs each pipeline run as its own `rlam` command in the experiment's home. On the embedded
+    # default those commands go through the home's warm executor; with PREFECT_API_URL set it takes
+    # RLAM_EXECUTOR=on, so the commands here run as a user's would, not as a fresh interpreter each.
+    env = {**os.environ, "PREFECT_API_URL": prefect_api_url, "RLAM_EXECUTOR": "on"}
     # seed 1 then 2: two draws of the sampling planner that choose different plans (checked below from the runs themselves)
     proc = subprocess.run(
         [sys.executable, "-m", "rlam_prefect.cli", "experiments", "--repeats", "1", "--seed", "1", "--out", str(out), "--json"],
-        capture_output=True, text=True, env={**os.environ, "PREFECT_API_URL": prefect_api_url}, timeout=900,
+        capture_output=True, text=True, env=env, timeout=900,
     )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return {"out": out, "results": json.loads(proc.stdout)}
+    try:
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        results = json.loads(proc.stdout)
+        # the R-LAM pipeline's commands run Prefect flows: the executor serves them (Script and Naive LAM run no flow)
+        flows = [i["args"] for i in results["invocations"] if i["args"][:3] == ["run", "--pipeline", "rlam"] or i["args"][0] in ("replay", "fork")]
+        served = (out / "home" / "prefect" / "executor.log").read_text().count(" runs rlam ")
+        assert served == len(flows) >= 4, (served, flows)
+        yield {"out": out, "results": results}
+    finally:  # the experiment home's executor
+        subprocess.run([sys.executable, "-m", "rlam_prefect.cli", "server", "stop"], env={**env, "RLAM_HOME": str(out / "home")}, capture_output=True, timeout=120)
 
 
 def _row(results: dict[str, Any], metric: str) -> dict[str, Any]:
