@@ -119,3 +119,21 @@ def test_the_offline_default_answers_in_process() -> None:
     outcome = check_planner("rlam/heuristic")
     assert outcome.ok and outcome.endpoint == "in-process" and outcome.decision is not None
     assert outcome.decision["action"] == "load_dataset"
+
+
+def test_warming_the_planner_makes_no_call_of_a_run_and_leaves_nothing_for_the_first_call_to_import() -> None:
+    """What the warm executor does before it forks commands: one call to the offline model, not counted."""
+    code = """
+import json, sys
+from rlam_prefect.planning import llm, prompt
+llm.warm_up()
+warmed = llm.calls_so_far()
+before = set(sys.modules)
+reply = llm.complete("rlam/heuristic", [{"role": "user", "content": f"{prompt.STATE_BEGIN}{{}}{prompt.STATE_END}"}], temperature=0.0, seed=0)
+print(json.dumps({"warmed": warmed, "imported": sorted(set(sys.modules) - before), "after_one": llm.calls_seen(), "action": json.loads(reply.text)["action"]}))
+"""
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert seen == {"warmed": 0, "imported": [], "after_one": 1, "action": "load_dataset"}  # without warm_up, about 50 modules here
+    assert "warming the planner failed" not in done.stderr

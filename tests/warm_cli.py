@@ -163,7 +163,9 @@ def _preload() -> None:
 
     configure(HomeLayout.from_env())
     import_flow_engine()
-    import litellm  # noqa: F401
+    from rlam_prefect.planning.llm import warm_up
+
+    warm_up()  # litellm and its first call's lazy imports, as the executor warms its planner
     import sklearn.linear_model  # noqa: F401
 
     import rlam_prefect.cli.main  # noqa: F401

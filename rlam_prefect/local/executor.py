@@ -118,9 +118,9 @@ class _Executor:
         server, the run and this on two cores) made that run 1.4 s slower; a command that arrives meanwhile waits for it."""
         if not self.planner_warm:
             self.planner_warm = True
-            from rlam_prefect.planning.llm import litellm_module
+            from rlam_prefect.planning.llm import warm_up
 
-            litellm_module()  # the default planner is a litellm model
+            warm_up()  # litellm, and the lazy imports of its first call: the default planner is a litellm model
 
     def serve(self, listener: socket.socket) -> None:
         signal.signal(signal.SIGTERM, self._request_stop)

@@ -7,6 +7,7 @@ internet, so it is imported only when a planner is actually asked something.
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 import urllib.parse
@@ -174,6 +175,23 @@ def check_api_base(url: str) -> str:
     except ValueError as exc:
         raise UsageError(f"planner API base {url!r}: {exc}") from None
     return url.strip()
+
+
+def warm_up() -> None:
+    """One call to the in-process default model, so that a process forked after this one (the warm executor's
+    commands) does not pay litellm's lazy first-call imports: 0.2-0.3 s of every command's first planner call
+    here. It is no run's decision, so the call counters are set back once litellm's callback has counted it."""
+    from rlam_prefect.planning.names import HEURISTIC_MODEL
+    from rlam_prefect.planning.prompt import STATE_BEGIN, STATE_END
+
+    with _lock:
+        before = dict(_state)
+    reply = complete(HEURISTIC_MODEL, [{"role": "user", "content": f"{STATE_BEGIN}\n{{}}\n{STATE_END}"}], temperature=0.0, seed=0)
+    if reply.error_type:  # said, never hidden: the command that meets the same error reports it as a run's failure
+        print(f"rlam: warming the planner failed: {reply.error_type}: {reply.error_message}", file=sys.stderr, flush=True)
+    calls_seen()
+    with _lock:
+        _state["started"], _state["counted"] = before["started"], before["counted"]
 
 
 def calls_so_far() -> int:
