@@ -85,6 +85,7 @@ class _Executor:
         self.last_activity = time.monotonic()
         self.server_checked = time.monotonic()
         self.planner_warm = False
+        self.wake_fds: tuple[int, int]  # a pipe that SIGCHLD writes to (serve)
 
     def _server_alive(self) -> bool:
         """The managed server this executor serves still runs (state file and supervisor process)."""
@@ -125,6 +126,12 @@ class _Executor:
     def serve(self, listener: socket.socket) -> None:
         signal.signal(signal.SIGTERM, self._request_stop)
         signal.signal(signal.SIGINT, self._request_stop)
+        # a child's exit wakes the loop at once (its client waits for the exit code), not at the next 0.2 s tick
+        self.wake_fds = os.pipe()
+        for fd in self.wake_fds:
+            os.set_blocking(fd, False)
+        signal.signal(signal.SIGCHLD, lambda signum, frame: None)  # a Python handler, so the wakeup fd hears of it
+        signal.set_wakeup_fd(self.wake_fds[1], warn_on_full_buffer=False)
         while not self.stopping or self.children:
             if self.stopping and listener.fileno() >= 0:
                 listener.close()
@@ -132,7 +139,8 @@ class _Executor:
                 for pid in list(self.children) if not self.server_gone else []:  # those end themselves, in one line
                     self._terminate(pid)
             # a child being interrupted is only reaped: its client's closed socket stays readable and would spin this loop
-            watched = [conn for pid, conn in self.children.items() if pid not in self.terminated_at]
+            watched: list[socket.socket | int] = [conn for pid, conn in self.children.items() if pid not in self.terminated_at]
+            watched.append(self.wake_fds[0])
             if listener.fileno() >= 0:
                 watched.append(listener)
             try:
@@ -140,9 +148,12 @@ class _Executor:
             except InterruptedError:
                 readable = []
             for item in readable:
-                if item is listener:
+                if item == self.wake_fds[0]:
+                    with contextlib.suppress(BlockingIOError):
+                        os.read(item, 512)  # the signal numbers: _reap below does the rest
+                elif item is listener:
                     self._accept(listener)
-                else:
+                elif isinstance(item, socket.socket):
                     self._client_gone(item)
             self._reap()
             if self.managed and not self.stopping and time.monotonic() - self.server_checked > 2.0:
@@ -225,6 +236,10 @@ class _Executor:
 
     def _child(self, request: dict[str, Any], fds: list[int], conn: socket.socket) -> NoReturn:
         with contextlib.suppress(OSError):  # an exception here would return the child into the parent's loop
+            signal.set_wakeup_fd(-1)  # the command's own subprocesses are its business, as in any process
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            for fd in self.wake_fds:
+                os.close(fd)
             conn.close()
             for other in self.children.values():
                 other.close()
