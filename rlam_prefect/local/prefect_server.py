@@ -15,6 +15,9 @@ server wakes up (issue 20: an idle embedded server used 1.6-1.8 % of a core, mea
 
 Both are applied only to the versions they were checked against (``TUNED_FOR``); with others the server runs as
 Prefect ships it and says so on stderr (the server log), so nothing changes silently.
+
+``--register-blocks`` instead registers Prefect's block types in ``$PREFECT_HOME``'s database and exits: the
+database template is built with it (``template.py``), so a seeded home's server need not register them.
 """
 
 from __future__ import annotations
