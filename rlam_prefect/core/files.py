@@ -16,6 +16,7 @@ filesystem reports them, and are hashed every time when it reports none.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import threading
 from dataclasses import dataclass
@@ -143,3 +144,10 @@ def _stream(handle: Any) -> tuple[str, int]:
 def clear_stat_cache() -> None:
     with _LOCK:
         _STAT_CACHE.clear()
+
+
+def write_json(path: Path, value: object) -> None:
+    """Write a small JSON record complete or not at all (a temporary file, then a rename): a reader never sees half."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(value))
+    os.replace(tmp, path)

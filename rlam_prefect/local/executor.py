@@ -41,6 +41,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn, cast
 
+from rlam_prefect.core.files import write_json
 from rlam_prefect.core.home import HomeLayout
 from rlam_prefect.local.executor_client import (
     _CHILD_TERM_GRACE_S,
@@ -365,9 +366,7 @@ def run_executor(home: HomeLayout, idle_minutes: float, command: Command, planne
         "pid": os.getpid(), "socket": str(path), "fingerprint": executor.fingerprint,
         "api_url": executor.api_url, "started_at": time.time(), "preload_s": round(time.monotonic() - started, 3),
     }
-    tmp = state_path(home).with_suffix(".tmp")
-    tmp.write_text(json.dumps(state))
-    os.replace(tmp, state_path(home))
+    write_json(state_path(home), state)
     print(f"rlam executor: ready in {state['preload_s']} s, pid {os.getpid()}", flush=True)
     try:
         executor.serve(listener)

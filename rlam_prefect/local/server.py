@@ -34,6 +34,7 @@ from typing import Any
 
 from rlam_prefect.core.errors import RLamError
 from rlam_prefect.core.filelock import exclusive
+from rlam_prefect.core.files import write_json
 from rlam_prefect.core.home import HomeLayout
 from rlam_prefect.local.processes import pid_alive
 
@@ -184,9 +185,7 @@ def _start(home: HomeLayout) -> str:
 
 
 def _write_state(home: HomeLayout, state: dict[str, Any]) -> None:
-    tmp = state_path(home).with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(state))
-    os.replace(tmp, state_path(home))
+    write_json(state_path(home), state)
 
 
 def check_database(home: HomeLayout) -> None:

@@ -46,7 +46,7 @@ from typing import Any
 
 from rlam_prefect.core.errors import RLamError
 from rlam_prefect.core.filelock import exclusive
-from rlam_prefect.core.files import file_digest
+from rlam_prefect.core.files import file_digest, write_json
 
 CACHE_ENV = "RLAM_CACHE_DIR"
 DB_NAME = "prefect.db"
@@ -143,8 +143,9 @@ def seed_home(prefect_home: Path, environ: Mapping[str, str]) -> bool:
     if problem in ("missing", NO_BLOCKS) and shipped_template(version, head) is not None:
         ensure_template(environ)  # the copy shipped in the package: checked as a built one is, milliseconds
         problem = check_template(folder, version, head)
-    if problem == NO_BLOCKS and build_in_background(environ):
-        problem = None  # its migrations are right: this home's server registers the block types itself
+    if problem == NO_BLOCKS:  # its migrations are right: this home's server registers the block types itself
+        build_in_background(environ)  # for the homes after it (unless a build is already under way)
+        problem = None
     if problem is not None:
         if build_in_background(environ) and problem != "missing":
             print(f"rlam: the Prefect database template in {folder} is unusable ({problem}); rebuilding it in the background", file=sys.stderr)
@@ -160,7 +161,7 @@ def seed_home(prefect_home: Path, environ: Mapping[str, str]) -> bool:
         Path(tmp).unlink(missing_ok=True)
     blocks = json.loads((folder / META_NAME).read_text()).get("blocks")
     if blocks:
-        _write_json(prefect_home / BLOCKS_NAME, blocks)
+        write_json(prefect_home / BLOCKS_NAME, blocks)
     return True
 
 
@@ -311,14 +312,8 @@ def _install(db: Path, folder: Path, version: str, head: str, origin: dict[str, 
     record = {"prefect_version": version, "migration_head": head, **origin, "sha256": file_digest(db).digest, "built_at": time.time()}
     (folder / META_NAME).unlink(missing_ok=True)  # never a new database beside an old record, nor the reverse
     os.replace(db, folder / DB_NAME)
-    _write_json(folder / META_NAME, record)
+    write_json(folder / META_NAME, record)
 
-
-def _write_json(path: Path, value: object) -> None:
-    """Complete or absent, as every record here."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(value))
-    os.replace(tmp, path)
 
 
 def _copy_database(source: Path, target: Path) -> None:
