@@ -177,6 +177,26 @@ def test_a_template_built_without_block_types_is_updated_and_said_so(cache: Path
     assert json.loads(meta_path.read_text())["blocks"] == json.loads((tmp_path / "prefect" / template.BLOCKS_NAME).read_text())
 
 
+def test_without_a_shipped_one_a_template_without_block_types_still_seeds_while_a_rebuild_is_under_way(
+    cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    import fcntl
+
+    earlier = tmp_path / "cache"
+    shutil.copytree(cache, earlier)
+    folder = _folder(earlier)
+    meta = json.loads((folder / template.META_NAME).read_text())
+    del meta["blocks"]
+    (folder / template.META_NAME).write_text(json.dumps(meta))
+    monkeypatch.setattr(template, "SHIPPED", tmp_path / "nothing-shipped")
+    with open(folder / "build.lock", "a+b") as held:  # another process is rebuilding it
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX)
+        assert template.seed_home(tmp_path / "prefect", {**os.environ, template.CACHE_ENV: str(earlier)}) is True
+    assert _head_of(tmp_path / "prefect" / template.DB_NAME) == [template.installed_key()[1]]
+    assert not (tmp_path / "prefect" / template.BLOCKS_NAME).exists()  # so its server registers the block types itself
+    assert template.block_settings(tmp_path / "prefect", {}) == {}
+
+
 def test_a_database_url_in_the_environment_seeds_nothing(cache: Path, tmp_path: Path):
     env = {template.CACHE_ENV: str(cache), "PREFECT_API_DATABASE_CONNECTION_URL": "postgresql+asyncpg://x/y"}
     assert template.seed_home(tmp_path / "prefect", env) is False
