@@ -4,6 +4,8 @@ The tuning changes how an idle Prefect server waits, not what it does, so these 
 a pub/sub message is read as soon as it is published, a caller's timeout is kept, no thread is parked per wait,
 and the tuning is applied only to the versions it was measured with. The idle CPU itself is a benchmark figure
 (bench/bench_startup.py), never a test. Each check runs in a fresh interpreter: the tuning patches the process.
+The supervisor's warm-up requests (server.WARM_UP) are checked here against a stub, and in test_server.py against
+Prefect's server.
 """
 
 from __future__ import annotations
@@ -98,3 +100,46 @@ def test_other_versions_run_prefect_as_shipped_and_say_so(monkeypatch: pytest.Mo
     monkeypatch.setattr(prefect_server, "_wake_on_pubsub_messages", must_not_run)
     assert prefect_server.tune() is False
     assert capsys.readouterr().err.strip() == ("rlam: pydocket 9.0.0, burner-redis 9.0.0 not checked for the idle tuning; Prefect's server runs untuned")
+
+
+def test_the_warm_up_sends_only_reads_and_says_in_one_line_what_failed(capsys: pytest.CaptureFixture[str]):
+    """The supervisor's warm-up of a fresh server (server.WARM_UP), against a stub that records what it is sent."""
+    import http.server
+    import threading
+
+    from rlam_prefect.local import server
+
+    seen: list[tuple[str, str, bytes]] = []
+
+    class Stub(http.server.BaseHTTPRequestHandler):
+        def _answer(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            seen.append((self.command, self.path, body))
+            code = 404 if "00000000-" in self.path else 500 if self.path.endswith("/logs/filter") else 200
+            self.send_response(code)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"[]")
+
+        do_GET = do_POST = _answer
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    stub = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Stub)
+    threading.Thread(target=stub.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{stub.server_address[1]}/api"
+    try:
+        server._warm_up(url, lambda: False)
+    finally:
+        stub.shutdown()
+    assert [(method, path) for method, path, _ in seen] == [(m, f"/api{p}") for m, p in server.WARM_UP]
+    assert {body for method, _, body in seen if method == "POST"} == {b'{"limit": 1}'}  # filters: reads, one row at most
+    assert capsys.readouterr().out == "rlam: warming the server up: POST /logs/filter answered 500\n"  # 404s are expected
+
+    server._warm_up(url, lambda: False)  # the stub is gone: one line, and nothing more is tried
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1 and out.startswith("rlam: warming the server up: POST /flows/filter failed") and "rest is skipped" in out
+    seen.clear()
+    server._warm_up(url, lambda: True)  # a stopping supervisor sends nothing
+    assert seen == [] and capsys.readouterr().out == ""

@@ -34,11 +34,20 @@ def _rlam(home: HomeLayout, *args: str, **extra: str) -> subprocess.CompletedPro
 
 
 def _alive(pid: int) -> bool:
+    """Running: an exited process its parent has not reaped yet (a zombie, state Z in /proc) is not."""
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+        return not Path(f"/proc/{pid}/stat").read_text().split(") ")[1].startswith("Z")
+    except (ProcessLookupError, FileNotFoundError):
         return False
-    return True
+
+
+def _exits(pid: int, within: float = 5.0) -> bool:
+    """The process ends within ``within`` seconds (a supervisor removes its state file, then exits)."""
+    deadline = time.monotonic() + within
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return not _alive(pid)
 
 
 @pytest.fixture
@@ -95,10 +104,11 @@ def test_each_home_has_its_own_server_which_stops_itself_when_idle(tmp_path: Pat
         while time.monotonic() < deadline and server.read_state(a) is not None:
             time.sleep(0.5)
         assert server.read_state(a) is None
-        assert not _alive(state_a["supervisor_pid"]) and not _alive(state_a["server_pid"])
+        assert _exits(state_a["supervisor_pid"]) and not _alive(state_a["server_pid"])
         assert server.healthy(state_b["url"])
         assert _rlam(b, "server", "stop").stdout.strip() == "stopped"
         assert not _alive(state_b["server_pid"]) and server.read_state(b) is None
+        assert "warming the server up" not in server.log_path(b).read_text()  # Prefect's server answered every WARM_UP request
         assert _rlam(b, "server", "status").stdout.startswith("not running")
     finally:
         server.stop(a)
