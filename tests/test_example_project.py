@@ -1,7 +1,7 @@
 """examples/wine-knn installed into a fresh virtual environment and run end to end: run, replay (identical, 0 executed), fork.
 
-Slow (a fresh venv and a full install). It never skips by itself: a failure to build the venv or install the
-project fails the test. Skip it only on purpose, with ``RLAM_SKIP_EXAMPLE=1`` (or ``-m "not example"``).
+Slow (a fresh venv and a full install, started in the background as soon as this test is collected:
+tests/example_venv.py). It never skips by itself: a failure to build the venv or install the project fails the test. Skip it only on purpose, with ``RLAM_SKIP_EXAMPLE=1`` (or ``-m "not example"``).
 """
 
 from __future__ import annotations
@@ -9,32 +9,16 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-PROJECT = ROOT / "examples" / "wine-knn"
+from tests.example_venv import PROJECT, SKIP_ENV
 
 pytestmark = [
     pytest.mark.example,
-    pytest.mark.skipif(os.environ.get("RLAM_SKIP_EXAMPLE") == "1", reason="RLAM_SKIP_EXAMPLE=1 was set explicitly"),
+    pytest.mark.skipif(os.environ.get(SKIP_ENV) == "1", reason="RLAM_SKIP_EXAMPLE=1 was set explicitly"),
 ]
-
-
-@pytest.fixture(scope="module")
-def example_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    venv = tmp_path_factory.mktemp("example-venv")
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    install = subprocess.run(
-        # --no-compile: what is installed is the same; Python compiles only what it imports, on first import
-        # (measured here: 58.6 s of install against 81.7 s, 57 s of CPU against 80 s)
-        [str(venv / "bin" / "pip"), "install", "-q", "--no-compile", "-c", str(ROOT / "constraints.txt"), "-e", str(PROJECT)],
-        capture_output=True, text=True, timeout=1500,
-    )
-    assert install.returncode == 0, install.stderr[-3000:]
-    return venv
 
 
 def _rlam(venv: Path, home: Path, *args: str) -> subprocess.CompletedProcess[str]:
