@@ -64,14 +64,13 @@ _WARM_AFTER_IDLE_S = 2.0  # litellm is imported once nothing has run for this lo
 
 @functools.cache  # once per process: the executor calls it while the server starts, or after
 def _import_for_commands() -> None:
-    """Prefect's engines, the flow, the project's actions and scikit-learn (cached results unpickle estimators)."""
+    """Prefect's engines, the flow and the project's actions (after ``configure``: Prefect reads its API at import)."""
     from rlam_prefect.actions.project import find_project, load_action_modules
     from rlam_prefect.local.backend import import_flow_engine
 
     import_flow_engine()
     if find_project().actions:  # the project it was started from; a child of another project is refused as stale
         load_action_modules()
-    import sklearn.linear_model  # noqa: F401
 
 
 class _Executor:
@@ -103,16 +102,17 @@ class _Executor:
         os.environ.pop(ACTION_MODULES_ENV, None)  # a user's own action modules are imported fresh in each child
         self.fingerprint = fingerprint()
         self.managed = not os.environ.get("PREFECT_API_URL")  # else the user's server, given to the client too
+        # Neither imports Prefect, so they load before the server's address is known (the client launches the
+        # server just after spawning this process): scikit-learn (cached results unpickle estimators) and, for a
+        # first command that asks a litellm planner, litellm
+        import sklearn.linear_model  # noqa: F401
+
+        if planner:
+            self.warm_planner()
         if self.managed and not server_launched(self.home):
             return False
-
-        def imports() -> None:
-            _import_for_commands()
-            if planner:
-                self.warm_planner()
-
-        self.api_url = configure(self.home, preload=imports)  # while the server starts
-        imports()  # nothing left to do unless the server was already up
+        self.api_url = configure(self.home, preload=_import_for_commands)  # while the server starts
+        _import_for_commands()  # nothing left to do unless the server was already up
         return True
 
     def warm_planner(self) -> None:
@@ -335,7 +335,7 @@ def server_launched(home: HomeLayout, timeout: float = 60.0) -> bool:
     while server.read_state(home) is None:
         if time.monotonic() > deadline:
             return False
-        time.sleep(0.1)
+        time.sleep(0.02)
     return True
 
 
