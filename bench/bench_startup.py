@@ -2,7 +2,7 @@
 """Start-up of the embedded default (issue 20, item 5), for one or more checkouts in one run.
 
     python bench/bench_startup.py --target before=/tmp/before/.venv/bin/python:/tmp/before \\
-        --target after=.venv/bin/python:. --out bench/startup.json [--idle-s 60] [--script-repeats 3]
+        --target after=.venv/bin/python:. --out bench/startup.json [--idle-s 60] [--script-repeats 3] [--default-repeats 3]
 
 For each target (a label, a virtualenv's interpreter and the checkout it runs from), in this order:
 
@@ -12,12 +12,14 @@ For each target (a label, a virtualenv's interpreter and the checkout it runs fr
    cached ``rlam run``; then ``rlam server stop``. This is the first home on a new machine: checkouts
    that ship a template for their Prefect (``rlam_prefect/local/templates/``) unpack it into the empty
    cache, older ones migrate the home's own database and build the template in the background.
-3. Home B, with the cache home A left (warm): the same five commands, then the idle CPU of the
+3. Homes C1..Cn (``--default-repeats``), with the warm cache: the first ``rlam run`` with the default planner
+   (the README's command: the in-process model through litellm), then ``rlam server stop``.
+4. Home B, with the cache home A left (warm): the same five commands, then the idle CPU of the
    server's process group and of the warm executor over ``--idle-s`` seconds (utime + stime from
    /proc, after ``--settle-s`` seconds of quiet), then ``rlam server stop``: its wall time and every
    process left behind (the server's process group, the executor, anything whose command line
    names the home or the server's port).
-4. Script again (``--script-repeats`` timed): the Script figure is the median of all its samples.
+5. Script again (``--script-repeats`` timed): the Script figure is the median of all its samples.
 
 Checkouts without a template cache ignore ``RLAM_CACHE_DIR``; for them home A and home B are the same
 cold case. Every command is a fresh process of the target's console script with ``--json``; its
@@ -49,6 +51,7 @@ COMMANDS = (  # (name, argv after `rlam`, expected executed, expected cached); R
     ("run_cached", ["run", "--planner", "fixed", "--json"], 0, 5),
 )
 SCRIPT = ["run", "--pipeline", "script", "--json"]
+DEFAULT_PLANNER_RUN = ["run", "--json"]  # the README's command: the default planner, through litellm
 
 
 def log(message: str) -> None:
@@ -151,6 +154,25 @@ def stop(python: Path, cwd: Path, home: Path, cache: Path) -> dict[str, Any]:
     return {"seconds": round(seconds, 3), "exit": done.returncode, "left_behind": [f"{p['pid']} {p['cmd'][:120]}" for p in left]}
 
 
+def default_planner_runs(python: Path, cwd: Path, scratch: Path, cache: Path, repeats: int, checks: list[str], label: str) -> list[float]:
+    """The first ``rlam run`` (default planner) in each of ``repeats`` fresh homes, each stopped after."""
+    samples = []
+    for i in range(repeats):
+        home = scratch / f"home-c{i + 1}"
+        seconds, done = rlam(python, cwd, DEFAULT_PLANNER_RUN, child_env(home, cache))
+        try:
+            report = json.loads(done.stdout)
+        except json.JSONDecodeError:
+            report = {}
+        if done.returncode != 0 or (report.get("executed"), report.get("cached")) != (5, 0):
+            checks.append(f"{label} C{i + 1} first run, default planner: exit {done.returncode}, executed {report.get('executed')} cached {report.get('cached')}")
+        samples.append(round(seconds, 3))
+        log(f"{label} C{i + 1} first run, default planner: {seconds:.2f} s")
+        left = stop(python, cwd, home, cache)["left_behind"]
+        checks += [f"{label} C{i + 1}: left behind {p}" for p in left]
+    return samples
+
+
 def script_samples(python: Path, cwd: Path, scratch: Path, repeats: int) -> list[float]:
     env = child_env(scratch / "script-home", scratch / "script-cache")
     samples = []
@@ -172,6 +194,7 @@ def measure(label: str, python: Path, cwd: Path, scratch: Path, args: argparse.N
     log(f"{label}: home A, fresh template cache")
     result["fresh_cache"] = sequence(python, cwd, home_a, cache, result["checks"], f"{label} A")
     result["fresh_cache_stop"] = stop(python, cwd, home_a, cache)
+    result["default_planner_first_runs"] = default_planner_runs(python, cwd, scratch, cache, args.default_repeats, result["checks"], label)
     log(f"{label}: home B, warm template cache")
     result["warm_cache"] = sequence(python, cwd, home_b, cache, result["checks"], f"{label} B")
     log(f"{label}: idle CPU over {args.idle_s:g} s")
@@ -203,6 +226,7 @@ def render(results: dict[str, Any]) -> str:
     for block, title in (("fresh_cache", "fresh template cache"), ("warm_cache", "warm template cache")):
         for name, *_ in COMMANDS:
             row(f"{title}: {name.replace('_', ' ')}", lambda r, b=block, n=name: ratio(r, r[b][n]) if n in r[b] else "-")
+    row("warm template cache: first run, default planner (each in a new home)", lambda r: ", ".join(f"{v:.2f}" for v in r.get("default_planner_first_runs", [])) + " s")
     row("idle server CPU (% of one core)", lambda r: f"{r['idle']['server_cpu_pct']:.2f} % over {r['idle']['seconds']:g} s ({r['idle']['server_processes']} processes)")
     row("idle executor CPU (% of one core)", lambda r: "-" if r["idle"]["executor_cpu_pct"] is None else f"{r['idle']['executor_cpu_pct']:.2f} %")
     row("`rlam server stop` (fresh-cache home)", lambda r: f"{r['fresh_cache_stop']['seconds']:.2f} s, {len(r['fresh_cache_stop']['left_behind'])} left")
@@ -222,6 +246,7 @@ def main() -> int:
     parser.add_argument("--idle-s", type=float, default=60.0)
     parser.add_argument("--settle-s", type=float, default=10.0)
     parser.add_argument("--script-repeats", type=int, default=3)
+    parser.add_argument("--default-repeats", type=int, default=3, help="first runs with the default planner, each in a new home")
     args = parser.parse_args()
     results: dict[str, Any] = {"date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"), "cpus": os.cpu_count(),
                                "python": sys.version.split()[0], "argv": sys.argv[1:], "targets": []}
