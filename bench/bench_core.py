@@ -504,7 +504,7 @@ def server_processes(marker: str | None = None) -> list[dict[str, Any]]:
             environ = (proc / "environ").read_bytes().decode(errors="replace") if marker else ""
         except OSError:
             continue
-        if ("prefect server start" in cmdline or "rlam_prefect.local.server" in cmdline or "rlam_prefect.cli.executor_entry" in cmdline) and (marker is None or marker in environ):
+        if ("prefect server start" in cmdline or "rlam_prefect.local.supervisor" in cmdline or "rlam_prefect.local.server" in cmdline or "rlam_prefect.cli.executor_entry" in cmdline) and (marker is None or marker in environ):
             found.append({"pid": int(proc.name), "cmdline": cmdline})
     return found
 

@@ -4,7 +4,7 @@ The tuning changes how an idle Prefect server waits, not what it does, so these 
 a pub/sub message is read as soon as it is published, a caller's timeout is kept, no thread is parked per wait,
 and the tuning is applied only to the versions it was measured with. The idle CPU itself is a benchmark figure
 (bench/bench_startup.py), never a test. Each check runs in a fresh interpreter: the tuning patches the process.
-The supervisor's warm-up requests (server.WARM_UP) are checked here against a stub, and in test_server.py against
+The supervisor's warm-up requests (supervisor.WARM_UP) are checked here against a stub, and in test_server.py against
 Prefect's server.
 """
 
@@ -103,11 +103,11 @@ def test_other_versions_run_prefect_as_shipped_and_say_so(monkeypatch: pytest.Mo
 
 
 def test_the_warm_up_sends_only_reads_and_says_in_one_line_what_failed(capsys: pytest.CaptureFixture[str]):
-    """The supervisor's warm-up of a fresh server (server.WARM_UP), against a stub that records what it is sent."""
+    """The supervisor's warm-up of a fresh server (supervisor.WARM_UP), against a stub that records what it is sent."""
     import http.server
     import threading
 
-    from rlam_prefect.local import server
+    from rlam_prefect.local import supervisor
 
     seen: list[tuple[str, str, bytes]] = []
 
@@ -130,16 +130,16 @@ def test_the_warm_up_sends_only_reads_and_says_in_one_line_what_failed(capsys: p
     threading.Thread(target=stub.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{stub.server_address[1]}/api"
     try:
-        server._warm_up(url, lambda: False)
+        supervisor._warm_up(url, lambda: False)
     finally:
         stub.shutdown()
-    assert [(method, path) for method, path, _ in seen] == [(m, f"/api{p}") for m, p in server.WARM_UP]
+    assert [(method, path) for method, path, _ in seen] == [(m, f"/api{p}") for m, p in supervisor.WARM_UP]
     assert {body for method, _, body in seen if method == "POST"} == {b'{"limit": 1}'}  # filters: reads, one row at most
     assert capsys.readouterr().out == "rlam: warming the server up: POST /logs/filter answered 500\n"  # 404s are expected
 
-    server._warm_up(url, lambda: False)  # the stub is gone: one line, and nothing more is tried
+    supervisor._warm_up(url, lambda: False)  # the stub is gone: one line, and nothing more is tried
     out = capsys.readouterr().out
     assert out.count("\n") == 1 and out.startswith("rlam: warming the server up: POST /flows/filter failed") and "rest is skipped" in out
     seen.clear()
-    server._warm_up(url, lambda: True)  # a stopping supervisor sends nothing
+    supervisor._warm_up(url, lambda: True)  # a stopping supervisor sends nothing
     assert seen == [] and capsys.readouterr().out == ""

@@ -108,7 +108,7 @@ def test_each_home_has_its_own_server_which_stops_itself_when_idle(tmp_path: Pat
         assert server.healthy(state_b["url"])
         assert _rlam(b, "server", "stop").stdout.strip() == "stopped"
         assert not _alive(state_b["server_pid"]) and server.read_state(b) is None
-        assert "warming the server up" not in server.log_path(b).read_text()  # Prefect's server answered every WARM_UP request
+        assert "warming the server up" not in server.log_path(b).read_text()  # Prefect's server answered every supervisor.WARM_UP request
         assert _rlam(b, "server", "status").stdout.startswith("not running")
     finally:
         server.stop(a)
