@@ -248,7 +248,7 @@ def _let_flow_runs_finish(url: str, timeout: float = 120.0) -> None:
                 return
         except httpx.HTTPError:
             return
-        time.sleep(1.0)
+        time.sleep(0.5)
 
 
 

@@ -149,7 +149,7 @@ def _let_flow_runs_finish(url: str, timeout: float = 120.0) -> None:
     body = {"flow_runs": {"state": {"type": {"any_": ["PENDING", "RUNNING", "CANCELLING"]}}}, "limit": 50}
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and httpx.post(f"{url}/flow_runs/filter", json=body, timeout=30).json():
-        time.sleep(1.0)
+        time.sleep(0.5)
 
 
 

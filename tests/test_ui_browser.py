@@ -2,7 +2,7 @@
 
 Everything here is what a person does and sees. ``rlam`` runs on the embedded default (no
 ``PREFECT_API_URL``) in the home of the session's server, so the server is the one ``rlam`` itself
-starts; the pages are the ones ``rlam server status``, ``rlam show`` and ``rlam ui`` point at. One
+starts, and its flow commands go through that home's warm executor as a user's do; the pages are the ones ``rlam server status``, ``rlam show`` and ``rlam ui`` point at. One
 module-scoped story (a run, its replay, a fork, a failed run, a rejected step) is shared by the page
 tests; the form tests add a deployment of ``prefect.yaml`` and a process worker on the same server.
 
@@ -33,6 +33,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from rlam_prefect.core.home import HomeLayout
+from rlam_prefect.local import executor_client as executor
 from rlam_prefect.local import server
 from rlam_prefect.record.store import TraceStore
 
@@ -87,9 +88,9 @@ class Story:
 
     @property
     def env(self) -> dict[str, str]:
-        """The embedded default: no PREFECT_* settings at all, only RLAM_HOME (the executor stays off)."""
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-        return {**env, "RLAM_HOME": str(self.home.root), "RLAM_EXECUTOR": "off", "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+        """The embedded default: no PREFECT_* settings at all, only RLAM_HOME (and the warm executor, as a user has it)."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_") and k != "RLAM_EXECUTOR"}
+        return {**env, "RLAM_HOME": str(self.home.root), "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
 
     def rlam(self, *args: str, env: dict[str, str] | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
         proc = subprocess.run(
@@ -135,7 +136,7 @@ def _project_copy(base: Path, home: HomeLayout) -> Path:
 
 
 @pytest.fixture(scope="module")
-def story(prefect_api_url: str, tmp_path_factory: pytest.TempPathFactory) -> Story:
+def story(prefect_api_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Story]:
     home = HomeLayout(Path(os.environ["PREFECT_HOME"]).parent)  # conftest: the session server's home
     assert server.read_state(home)["url"] == prefect_api_url  # the server rlam itself started for that home
     story = Story(home, _project_copy(tmp_path_factory.mktemp("ui"), home), prefect_api_url)
@@ -149,7 +150,9 @@ def story(prefect_api_url: str, tmp_path_factory: pytest.TempPathFactory) -> Sto
     story.runs["rejected"] = story.rlam_json("run", "--planner", "fixed", "--policy", str(policy))
     assert story.runs["replay"]["identical"] is True and story.runs["fork"]["status"] == "completed"
     assert story.runs["failed"]["failed"] == 1 and story.runs["rejected"]["rejected"] == 1
-    return story
+    assert " runs rlam " in executor.log_path(home).read_text()  # the later commands ran in the home's executor
+    yield story
+    executor.stop(home)  # the session server's home: the server is stopped with the session
 
 
 def _open(page: Page, url: str, shows: str | re.Pattern[str]) -> None:
