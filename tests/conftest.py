@@ -48,18 +48,20 @@ def untraced() -> Iterator[None]:
     """Coverage paused in this process for third-party work a test only checks with (the standards' validators).
 
     On Python 3.11 coverage's tracer is called for every Python function, measured or not: it doubled
-    roc-validator's time here (1.0 -> 2.2 s per profile) while measuring nothing of rlam_prefect."""
+    roc-validator's time here (1.0 -> 2.2 s per profile) while measuring nothing of rlam_prefect. Every
+    started Coverage is paused: an xdist worker has two, pytest-cov's and the one coverage's own subprocess
+    support started when the worker's interpreter did (whose tracer resumes when the first is stopped)."""
     import coverage
 
-    cov = coverage.Coverage.current()
-    if cov is None:
-        yield
-        return
-    cov.stop()
+    paused: list[coverage.Coverage] = []
+    while sys.gettrace() is not None and (cov := coverage.Coverage.current()) is not None:
+        cov.stop()
+        paused.append(cov)
     try:
         yield
     finally:
-        cov.start()
+        for cov in reversed(paused):
+            cov.start()
 
 pytest_plugins = ["tests.llm_server", "tests.witness.plugin", "tests.example_venv"]  # fixture modules shared across test files
 
