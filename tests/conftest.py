@@ -63,6 +63,7 @@ def untraced() -> Iterator[None]:
         for cov in reversed(paused):
             cov.start()
 
+
 pytest_plugins = ["tests.llm_server", "tests.witness.plugin", "tests.example_venv"]  # fixture modules shared across test files
 
 

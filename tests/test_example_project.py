@@ -1,7 +1,8 @@
 """examples/wine-knn installed into a fresh virtual environment and run end to end: run, replay (identical, 0 executed), fork.
 
 Slow (a fresh venv and a full install, started in the background as soon as this test is collected:
-tests/example_venv.py). It never skips by itself: a failure to build the venv or install the project fails the test. Skip it only on purpose, with ``RLAM_SKIP_EXAMPLE=1`` (or ``-m "not example"``).
+tests/example_venv.py). It never skips by itself: a failure to build the venv or install the project fails the
+test. Skip it only on purpose, with ``RLAM_SKIP_EXAMPLE=1`` (or ``-m "not example"``).
 """
 
 from __future__ import annotations

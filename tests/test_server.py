@@ -17,6 +17,7 @@ import pytest
 
 from rlam_prefect.core.home import HomeLayout
 from rlam_prefect.local import server
+from rlam_prefect.local.processes import pid_alive
 from rlam_prefect.record.store import TraceStore
 
 pytestmark = pytest.mark.server  # starts Prefect servers of its own
@@ -34,12 +35,8 @@ def _rlam(home: HomeLayout, *args: str, **extra: str) -> subprocess.CompletedPro
 
 
 def _alive(pid: int) -> bool:
-    """Running: an exited process its parent has not reaped yet (a zombie, state Z in /proc) is not."""
-    try:
-        os.kill(pid, 0)
-        return not Path(f"/proc/{pid}/stat").read_text().split(") ")[1].startswith("Z")
-    except (ProcessLookupError, FileNotFoundError):
-        return False
+    """Running: an exited process its parent has not reaped yet (a zombie) is not."""
+    return pid_alive(pid)
 
 
 def _exits(pid: int, within: float = 5.0) -> bool:

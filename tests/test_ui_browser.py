@@ -2,9 +2,10 @@
 
 Everything here is what a person does and sees. ``rlam`` runs on the embedded default (no
 ``PREFECT_API_URL``) in the home of the session's server, so the server is the one ``rlam`` itself
-starts, and its flow commands go through that home's warm executor as a user's do; the pages are the ones ``rlam server status``, ``rlam show`` and ``rlam ui`` point at. One
-module-scoped story (a run, its replay, a fork, a failed run, a rejected step) is shared by the page
-tests; the form tests add a deployment of ``prefect.yaml`` and a process worker on the same server.
+starts, and its flow commands go through that home's warm executor as a user's do; the pages are the
+ones ``rlam server status``, ``rlam show`` and ``rlam ui`` point at. One module-scoped story (a run, its
+replay, a fork, a failed run, a rejected step) is shared by the page tests; the form tests add a deployment
+of ``prefect.yaml`` and a process worker on the same server.
 
 Playwright cannot download its own browsers here: it is launched on ``chromium`` from Debian
 (``apt-get install -y chromium``; ``.ci/run`` installs it). The tests write ``docs/screenshots/``.

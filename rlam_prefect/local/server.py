@@ -11,8 +11,8 @@ When ``PREFECT_API_URL`` is set, the user's server is used and nothing is starte
 Start-up is kept short: a new home's database is a copy of a migrated template (``template.py``);
 the address is known before the server answers, so a client can import Prefect while it starts
 (``launch`` then ``wait_ready``). Once it answers, the supervisor (``supervisor.py``) sends it a few
-read-only requests while the first command is still importing. An idle server is kept cheap: services the embedded default does
-not use are off (``EMBEDDED_SERVICES_OFF``), and the rest wake less often (``EMBEDDED_SERVICE_LOOPS``,
+read-only requests while the first command is still importing. An idle server is kept cheap: services
+the embedded default does not use are off (``EMBEDDED_SERVICES_OFF``), and the rest wake less often (``EMBEDDED_SERVICE_LOOPS``,
 ``prefect_server.py``). Stopping sends SIGTERM to the supervisor's whole process group and SIGKILL
 after a short grace, so no process is left behind.
 """

@@ -78,11 +78,8 @@ def _warm_up(url: str, stopping: Callable[[], bool]) -> None:
     for method, path in WARM_UP:
         if stopping():
             return
-        body = b'{"limit": 1}' if method == "POST" else None
-        request = urllib.request.Request(f"{url}{path}", data=body, method=method, headers={"Content-Type": "application/json"})
         try:
-            with urllib.request.urlopen(request, timeout=10) as response:
-                response.read()
+            _request(url, method, path, {"limit": 1} if method == "POST" else None, timeout=10)
         except urllib.error.HTTPError as exc:
             if exc.code != 404:  # the made-up ids above are not found, on purpose
                 print(f"rlam: warming the server up: {method} {path} answered {exc.code}", flush=True)
@@ -100,13 +97,20 @@ def _idle_for(home: HomeLayout) -> float:
 
 
 def _flows_running(url: str) -> bool:
-    body = json.dumps({"flow_runs": {"state": {"type": {"any_": ["RUNNING", "PENDING"]}}}}).encode()
-    request = urllib.request.Request(f"{url}/flow_runs/count", data=body, headers={"Content-Type": "application/json"})
+    body = {"flow_runs": {"state": {"type": {"any_": ["RUNNING", "PENDING"]}}}}
     try:
-        with urllib.request.urlopen(request, timeout=5) as response:
-            return int(json.loads(response.read())) > 0
+        return int(json.loads(_request(url, "POST", "/flow_runs/count", body, timeout=5))) > 0
     except (urllib.error.URLError, OSError, ValueError):
         return False
+
+
+def _request(url: str, method: str, path: str, body: object | None, timeout: float) -> bytes:
+    """One call to the server's API (the supervisor stays light: the standard library, no Prefect client)."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(f"{url}{path}", data=data, method=method, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        payload: bytes = response.read()
+        return payload
 
 
 def _terminate(server: subprocess.Popen[bytes]) -> None:

@@ -315,7 +315,6 @@ def _install(db: Path, folder: Path, version: str, head: str, origin: dict[str, 
     write_json(folder / META_NAME, record)
 
 
-
 def _copy_database(source: Path, target: Path) -> None:
     with contextlib.closing(sqlite3.connect(f"file:{source}?mode=ro", uri=True)) as src, contextlib.closing(sqlite3.connect(target)) as dst:
         src.backup(dst)
