@@ -133,3 +133,27 @@ def test_bad_flow_parameters_fail_the_flow_run_before_any_work(workspace, origin
         assert state.is_failed(), params
         assert message in str(state.result(raise_on_failure=False)), (params, state.message)
     assert workspace.snapshot() == before
+
+
+def test_a_result_replaced_while_it_is_read_is_a_named_step_failure(tmp_path, monkeypatch):
+    """s3fs raises FileExpired (an OSError) when another writer replaces an object under a read: that is
+    a StoredResultError naming the step, which the run records as a failed row (not a crash of the run)."""
+    import io
+
+    from rlam_prefect.core.errors import StoredResultError
+    from rlam_prefect.core.home import HomeLayout
+    from rlam_prefect.record.results import ResultGuard
+
+    monkeypatch.delenv("RLAM_STORE_URL", raising=False)
+    guard = ResultGuard(HomeLayout(tmp_path / "home"))
+    path = guard.data_path("k" * 64)
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"x" * (1 << 20))
+
+    class Replaced(io.BytesIO):
+        def read(self, *args):
+            raise OSError(16, "The remote file corresponding to filename was modified")
+
+    monkeypatch.setattr(guard.io, "open_read", lambda p: Replaced())
+    with pytest.raises(StoredResultError, match=r"^step 3 draw: its stored result .* could not be read \(OSError: .*modified\); another worker"):
+        guard.file_digest("k" * 64, "step 3 draw")

@@ -204,10 +204,11 @@ def test_without_a_shared_lock_identical_duplicates_are_accepted_and_differing_o
     runs = [json.loads(out) for out, _ in outputs]
     assert cluster.executions()[("draw", json.dumps({"n": 3}))] == 2, [err[-2000:] for _, err in outputs]  # a real duplicate
     draws = [next((s for s in r["steps"] if s["action"] == "draw"), None) for r in runs]
-    assert None not in draws, [(r.get("status"), r.get("error"), [(s["action"], s["status"], s.get("error_message")) for s in r["steps"]], err[-2000:]) for r, (_, err) in zip(runs, outputs)]
+    assert None not in draws, [(r["status"], r["error_message"], [(s["action"], s["status"], s["error_message"]) for s in r["steps"]], err[-3000:]) for r, (_, err) in zip(runs, outputs)]
     refused = [d for d in draws if d["status"] == "failed"]
     assert len(refused) == 1 and refused[0]["error_type"] == "StoredResultError"
-    assert "computed twice without a shared lock and the results differ" in refused[0]["error_message"]
+    # refused when indexing finds the other result, or when the other write replaced the object under this read
+    assert any(why in refused[0]["error_message"] for why in ("computed twice without a shared lock and the results differ", "another worker may have written the same key at once")), refused
     winner = next(r for r, d in zip(runs, draws) if d["status"] == "executed")
     before = sum(cluster.executions().values())
     code, replay, err = b.rlam(noisy, "replay", winner["run_id"])

@@ -256,7 +256,7 @@ class RunSession:
                     raise DataFileError(f"{what}: {', '.join(f.path for f in files.values())} changed while the step read it; its result was not indexed, run again")
                 if not self.guard.io.exists(self.guard.key_path(key)):  # Prefect logs a failed result write and goes on; never index a torn file
                     raise StorageError(f"{what}: its result was not stored in {self.guard.location(key)} ({self._why_missing()}); it was not indexed")
-                digest, size = self.guard.file_digest(key)
+                digest, size = self.guard.file_digest(key, what)
                 indexed = self.store.put_result_record(
                     ResultRecord(
                         cache_key=key, action=spec.name, output_hash=artifact.content_hash, output_kind=artifact.kind,

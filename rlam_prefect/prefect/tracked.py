@@ -147,14 +147,10 @@ class TrackedRun:
                 row.update(status="failed", error_type=type(error).__name__, error_message=one_line(error))
             elif step in self.executed:
                 row.update(status="executed", output_hash=self.executed[step])
-                assert row.cache_key is not None
-                if self.guard.has_data(row.cache_key):
-                    digest, size = self.guard.file_digest(row.cache_key)
-                    self.store.put_result_record(ResultRecord(
-                        cache_key=row.cache_key, action=row.action, output_hash=row.output_hash, output_kind=row.output_kind,
-                        result_digest=digest, result_bytes=size, run_id=self.run_id, step=step, created_at=utcnow(),
-                    ))
-                    row.result_digest = digest
+                try:
+                    self._index(step, row)
+                except StoredResultError as exc:  # its result could not be read back: failed, nothing indexed
+                    row.update(status="failed", error_type=type(exc).__name__, error_message=one_line(exc))
             elif record is not None:
                 row.update(status="cached", output_hash=record["output_hash"], result_digest=record["result_digest"])
             else:
@@ -163,6 +159,17 @@ class TrackedRun:
                 first_error = f"step {step} {row.action}: {row.error_message}"
             self.store.append_step(row)
         return first_error
+
+    def _index(self, step: int, row: StepRecord) -> None:
+        """Index the result an executed step stored, by the digest of the bytes it wrote."""
+        assert row.cache_key is not None
+        if self.guard.has_data(row.cache_key):
+            digest, size = self.guard.file_digest(row.cache_key, f"step {step} {row.action}")
+            self.store.put_result_record(ResultRecord(
+                cache_key=row.cache_key, action=row.action, output_hash=row.output_hash, output_kind=row.output_kind,
+                result_digest=digest, result_bytes=size, run_id=self.run_id, step=step, created_at=utcnow(),
+            ))
+            row.result_digest = digest
 
 
 class ContentPolicy(CachePolicy):

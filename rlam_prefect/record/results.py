@@ -14,7 +14,7 @@ import hashlib
 from pathlib import PurePath
 from typing import Any
 
-from rlam_prefect.core.errors import StoredResultError
+from rlam_prefect.core.errors import StoredResultError, one_line
 from rlam_prefect.core.home import HomeLayout
 from rlam_prefect.record.backends import Files, iter_chunks, result_files
 from rlam_prefect.record.store import utcnow
@@ -41,13 +41,25 @@ class ResultGuard:
         with self.io.open_read(path) as handle:
             return handle.read()
 
-    def file_digest(self, key: str) -> tuple[str, int]:
+    def file_digest(self, key: str, what: str) -> tuple[str, int]:
+        """The stored result's digest and size; a read that fails is the step's StoredResultError.
+
+        Without a shared lock two workers may write one key at once: an object store then refuses
+        the read of an object replaced under it (s3fs's FileExpired), and the step fails on that,
+        named, as a trace row, instead of ending the run with no row for the step.
+        """
         digest = hashlib.sha256()
         size = 0
-        with self.io.open_read(self.data_path(key)) as handle:
-            for chunk in iter_chunks(handle):
-                digest.update(chunk)
-                size += len(chunk)
+        try:
+            with self.io.open_read(self.data_path(key)) as handle:
+                for chunk in iter_chunks(handle):
+                    digest.update(chunk)
+                    size += len(chunk)
+        except OSError as exc:
+            raise StoredResultError(
+                f"{what}: its stored result {self.location(key)} could not be read ({type(exc).__name__}: {one_line(exc, 200)}); "
+                "another worker may have written the same key at once (set RLAM_LOCK_URL); nothing was indexed from it"
+            ) from None
         return "sha256:" + digest.hexdigest(), size
 
     def verify(self, key: str, record: dict[str, Any], what: str) -> None:
@@ -57,7 +69,7 @@ class ResultGuard:
                 f"{what}: cached result {self.location(key)} is missing (recorded by run {record['run_id']} "
                 f"step {record['step']}); refusing to recompute it silently"
             )
-        digest, _ = self.file_digest(key)
+        digest, _ = self.file_digest(key, what)
         if digest != record["result_digest"]:
             raise StoredResultError(
                 f"{what}: cached result {self.location(key)} does not match the digest recorded by run "
