@@ -31,7 +31,7 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import BrowserContext, Page, expect
 
 from rlam_prefect.core.home import HomeLayout
 from rlam_prefect.local import executor_client as executor
@@ -76,6 +76,17 @@ def browser_type_launch_args(browser_type_launch_args: dict[str, Any]) -> dict[s
 @pytest.fixture(scope="session")
 def browser_context_args(browser_context_args: dict[str, Any]) -> dict[str, Any]:
     return {**browser_context_args, "viewport": {"width": 1400, "height": 900}}
+
+
+@pytest.fixture
+def context(context: BrowserContext) -> BrowserContext:
+    """pytest-playwright's context, its pages on a 4 Hz animation clock (tests/frame_clock.js says why).
+
+    Without it an open flow run page kept both cores busy drawing the graph, and the other xdist worker's
+    tests with them. Prefect's UI runs unchanged; only its animation frames come less often.
+    """
+    context.add_init_script(path=str(Path(__file__).with_name("frame_clock.js")))
+    return context
 
 
 @dataclass
@@ -259,8 +270,14 @@ def _expect_states(page: Page, states: dict[str, str]) -> None:
 def _shot(page: Page, name: str) -> None:
     """docs/screenshots/NAME.png: the page as it is, tall enough for the graph and the first log lines."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.evaluate("window.__frameClock.setPeriod(0)")  # real frames while the graph settles (tests/frame_clock.js)
     page.set_viewport_size({"width": 1400, "height": 1300})
+    graph, last, deadline = page.locator("canvas").first, b"", time.monotonic() + 20
+    while (drawn := graph.screenshot()) != last and time.monotonic() < deadline:  # the graph's drawing has settled
+        last = drawn
+        page.wait_for_timeout(500)
     page.screenshot(path=str(SCREENSHOTS / f"{name}.png"))
+    page.evaluate("window.__frameClock.setPeriod(250)")
 
 
 def test_a_run_page_shows_its_graph_its_steps_and_the_planner_decisions(story: Story, page: Page) -> None:
