@@ -16,12 +16,13 @@ from prefect.flow_runs import resume_flow_run
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from rlam_prefect.record.store import TraceStore
-from tests.conftest import ROOT
+from tests.conftest import ROOT, start_rlam
+from tests.warm_cli import WarmProcess
 
 POLICY = "require_approval: [train_model]\nparams:\n  train_model:\n    C: {min: 0.01, max: 10}\n"
 
 
-def _paused_flow_run(process: subprocess.Popen[str], deadline_s: float = 180) -> object:
+def _paused_flow_run(process: WarmProcess | subprocess.Popen[str], deadline_s: float = 180) -> object:
     """Poll the Prefect API until the run's flow run is Paused (only this test pauses flow runs)."""
     paused = FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED])))
     deadline = time.monotonic() + deadline_s
@@ -41,10 +42,7 @@ def test_a_paused_approval_is_resumed_with_edited_params_and_replays_without_pau
     policy.write_text(POLICY)
     env = {**os.environ, "RLAM_HOME": str(workspace.home.root)}
     # no tty, no --approve: the gated step pauses the flow run for the Prefect UI
-    process = subprocess.Popen(
-        [sys.executable, "-m", "rlam_prefect.cli", "run", "--policy", str(policy), "--json"],
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT,
-    )
+    process = start_rlam(["run", "--policy", str(policy), "--json"], env, ROOT)
     try:
         with temporary_settings({PREFECT_API_URL: prefect_api_url}):  # prefect was imported before the URL was set
             flow_run = _paused_flow_run(process)

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import os
 import random
-import signal
 import subprocess
-import sys
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -16,6 +14,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from rlam_prefect.record.store import TraceStore
+from tests.conftest import start_rlam
+from tests.warm_cli import WarmProcess
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -40,9 +40,9 @@ def test_verify_names_every_damaged_result_and_writes_nothing(workspace):
     assert "NOT intact: 3 problem(s)" in human.stdout
 
 
-def _spawn(workspace, *args: str) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "RLAM_HOME": str(workspace.home.root)}
-    return subprocess.Popen([sys.executable, "-m", "rlam_prefect.cli", *args], env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+def _spawn(workspace, *args: str) -> WarmProcess | subprocess.Popen[str]:
+    """``rlam args`` started, in a child of the warm CLI server when it can take it (tests/warm_cli.py)."""
+    return start_rlam(list(args), {**os.environ, "RLAM_HOME": str(workspace.home.root)}, ROOT)
 
 
 @pytest.mark.parametrize("after_steps", [1, 2, 3, 4])
@@ -56,7 +56,7 @@ def test_kill_minus_nine_mid_run_leaves_a_readable_trace_and_a_resumable_run(wor
     while time.monotonic() < deadline and len(list(steps_dir.glob("*/*.parquet"))) < after_steps:
         time.sleep(0.01)
     time.sleep(random.Random(after_steps).uniform(0.0, 0.05))  # short: after step 4 only a fast step is left
-    proc.send_signal(signal.SIGKILL)
+    proc.kill()  # SIGKILL, to the process running rlam
     proc.wait()
 
     store = TraceStore(workspace.home)

@@ -16,16 +16,16 @@ import pytest
 
 from rlam_prefect.core.errors import UsageError
 from rlam_prefect.planning.check import check_planner
-from tests.conftest import ROOT
+from tests.conftest import ROOT, run_rlam
 from tests.llm_server import GARBAGE, HTTP, LLMServer
 
 MODEL = "openai/gpt-4o-mini"
 
 
 def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "rlam_prefect.cli", "planner", "check", *args], capture_output=True, text=True, cwd=ROOT, env={**os.environ, **env}, timeout=120
-    )
+    """``rlam planner check args``: in a child of the warm CLI server, which imported litellm once (tests/warm_cli.py)."""
+    result = run_rlam(["planner", "check", *args], {**os.environ, **env}, ROOT, timeout=120)
+    return subprocess.CompletedProcess(["rlam", "planner", "check", *args], result.code, result.stdout, result.stderr)
 
 
 def _free_port() -> int:
