@@ -157,3 +157,21 @@ def test_a_result_replaced_while_it_is_read_is_a_named_step_failure(tmp_path, mo
     monkeypatch.setattr(guard.io, "open_read", lambda p: Replaced())
     with pytest.raises(StoredResultError, match=r"^step 3 draw: its stored result .* could not be read \(OSError: .*modified\); another worker"):
         guard.file_digest("k" * 64, "step 3 draw")
+
+
+def test_an_unexpected_error_in_a_step_is_its_failed_row_and_fails_the_run(workspace, monkeypatch):
+    """Not an RLamError (a bug, a broken machine): the step is still a trace row, and the run fails naming it."""
+    import rlam_prefect as rlam
+    from rlam_prefect.record.store import TraceStore
+
+    def broken(self, record):
+        raise RuntimeError("index write exploded")
+
+    monkeypatch.setattr(TraceStore, "put_result_record", broken)
+    result = rlam.run(planner="fixed", home=workspace.home.root)  # a failed run is an outcome, not an exception
+    assert result.status == "failed" and result.error_message == "RuntimeError: index write exploded"
+    store = TraceStore(workspace.home)
+    [run] = store.runs()
+    assert run["status"] == "failed" and "RuntimeError: index write exploded" in run["error_message"]
+    [step] = store.steps(run["run_id"])  # the first step's result could not be indexed; nothing ran after it
+    assert (step["step"], step["action"], step["status"], step["error_type"], step["error_message"]) == (1, "load_dataset", "failed", "RuntimeError", "index write exploded")

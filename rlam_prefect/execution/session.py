@@ -137,6 +137,10 @@ class RunSession:
             self._run_step(decision, step, row)
         except RLamError as exc:
             row.update(status="failed", error_type=type(exc).__name__, error_message=str(exc))
+        except Exception as exc:  # a bug or a broken machine: the step's row says which, then the run fails with it
+            row.update(status="failed", error_type=type(exc).__name__, error_message=one_line(exc))
+            self._record(row, clock, decision)
+            raise
         return self._record(row, clock, decision)
 
     def _govern(self, decision: Decision, step: int, row: StepRecord) -> tuple[str, str] | None:
