@@ -8,16 +8,13 @@ import subprocess
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 
 from rlam_prefect.record.store import TraceStore
-from tests.conftest import start_rlam
+from tests.conftest import ROOT, start_rlam
 from tests.warm_cli import WarmProcess
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_verify_names_every_damaged_result_and_writes_nothing(workspace):

@@ -16,16 +16,15 @@ import pytest
 
 from rlam_prefect.core.errors import UsageError
 from rlam_prefect.planning.check import check_planner
-from tests.conftest import ROOT, run_rlam
+from tests.conftest import ROOT, CliResult, run_rlam
 from tests.llm_server import GARBAGE, HTTP, LLMServer
 
 MODEL = "openai/gpt-4o-mini"
 
 
-def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+def _cli(*args: str, env: dict[str, str]) -> CliResult:
     """``rlam planner check args``: in a child of the warm CLI server, which imported litellm once (tests/warm_cli.py)."""
-    result = run_rlam(["planner", "check", *args], {**os.environ, **env}, ROOT, timeout=120)
-    return subprocess.CompletedProcess(["rlam", "planner", "check", *args], result.code, result.stdout, result.stderr)
+    return run_rlam(["planner", "check", *args], {**os.environ, **env}, ROOT, timeout=120)
 
 
 def _free_port() -> int:
@@ -37,7 +36,7 @@ def _free_port() -> int:
 def test_a_working_endpoint_prints_model_endpoint_latency_and_the_decision(llm_server: LLMServer) -> None:
     llm_server.script({"action": "load_dataset", "params": {"name": "iris"}, "reason": "start with data"})
     result = _cli("--planner", MODEL, "--json", env=llm_server.env())
-    assert result.returncode == 0, result.stderr
+    assert result.code == 0, result.stderr
     outcome = json.loads(result.stdout)
     assert (outcome["ok"], outcome["model"], outcome["endpoint"]) == (True, MODEL, llm_server.url)
     assert outcome["decision"]["action"] == "load_dataset" and outcome["decision"]["params"]["name"] == "iris"
@@ -64,14 +63,14 @@ def test_a_wrong_key_is_one_line_and_exit_1() -> None:
         assert server.count == 1
     finally:
         server.stop()
-    assert result.returncode == 1 and result.stdout == ""
+    assert result.code == 1 and result.stdout == ""
     assert result.stderr.count("\n") == 1 and result.stderr.startswith(f"rlam: error: planner {MODEL} at {server.url}: the call failed: AuthenticationError")
     assert "sk-a-wrong-one" not in result.stderr
 
 
 def test_a_missing_key_fails_before_any_call_with_exit_2(llm_server: LLMServer) -> None:
     result = _cli("--planner", MODEL, env={**llm_server.env(), "OPENAI_API_KEY": ""})
-    assert result.returncode == 2 and result.stderr == f"rlam: error: planner '{MODEL}' needs OPENAI_API_KEY set in the environment\n"
+    assert result.code == 2 and result.stderr == f"rlam: error: planner '{MODEL}' needs OPENAI_API_KEY set in the environment\n"
     assert llm_server.count == 0
 
 
