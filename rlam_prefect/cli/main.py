@@ -25,8 +25,9 @@ def main(argv: Sequence[str] | None = None, executor_child: bool = False) -> int
         environ = dict(os.environ)  # before backend.configure points it at the managed server
         argv = list(sys.argv[1:] if argv is None else argv)
         args = build_parser().parse_args(argv)
-        warm = _flow_command(args) and not executor_child
-        if warm:
+        served = (_flow_command(args) or _pipeline_run(args)) and not executor_child  # by a warm executor, if up
+        warm = served and _flow_command(args)  # and it may start the server and the executor
+        if served:
             from rlam_prefect.local import executor_client as executor
             from rlam_prefect.local import server
 
@@ -35,7 +36,7 @@ def main(argv: Sequence[str] | None = None, executor_child: bool = False) -> int
             code = executor.hand_over(home, argv, server_launched=state is not None)  # None: run it here
             if code is not None:
                 return code
-            if not (state and not state.get("starting") and server.healthy(state["url"])):
+            if warm and not (state and not state.get("starting") and server.healthy(state["url"])):
                 code = _first_command(home, args, argv, environ)
                 if code is not None:
                     return code
@@ -89,6 +90,12 @@ def _first_command(home: HomeLayout, args: argparse.Namespace, argv: list[str], 
 def _flow_command(args: argparse.Namespace) -> bool:
     """Commands that run a Prefect flow: the ones a warm executor (executor.py) can take over."""
     return args.command in ("replay", "fork") or (args.command == "run" and args.pipeline == "rlam")
+
+
+def _pipeline_run(args: argparse.Namespace) -> bool:
+    """``rlam run --pipeline script|lam``: no flow, so they never start a server or an executor, but a home's
+    executor that is up serves them too, so that the three pipelines are timed alike (``rlam experiments``)."""
+    return bool(args.command == "run" and args.pipeline != "rlam")
 
 
 COMPACT_HINT_RUNS = 2000  # about 2.5 s of reading two small files per run on the reference machine
@@ -322,12 +329,13 @@ def _server_command(home: HomeLayout, args: argparse.Namespace) -> int:
     from rlam_prefect.local import server
 
     if os.environ.get("PREFECT_API_URL"):
+        from rlam_prefect.local import executor_client as executor
         from rlam_prefect.local.ui import find_ui
 
         if args.action == "stop":
-            from rlam_prefect.local import executor_client as executor
-
             executor.stop(home)  # only started there with RLAM_EXECUTOR=on
+        elif args.action == "start":
+            executor.wait_ready(home, executor.spawn(home, dict(os.environ), planner=True))  # with RLAM_EXECUTOR=on
         api, ui = os.environ["PREFECT_API_URL"], find_ui(home)
         assert ui is not None
         info = {"url": api, "ui_url": ui.url, "running": server.healthy(api.rstrip("/")), "home": str(home.root), "source": "PREFECT_API_URL"}
@@ -336,8 +344,16 @@ def _server_command(home: HomeLayout, args: argparse.Namespace) -> int:
     if args.action == "start":
         from rlam_prefect.local import executor_client as executor
 
-        server.ensure_server(home)
-        executor.spawn(home, dict(os.environ))  # warm for the first command too (in the background)
+        # it imports everything while the server starts, litellm too (the default planner is a litellm model;
+        # an idle executor imports it anyway), so the first command after `server start` is served warm too
+        loading = executor.spawn(home, dict(os.environ), planner=True)
+        try:
+            server.ensure_server(home)
+        except BaseException:
+            if loading is not None:  # it would wait for a server that never comes
+                loading.terminate()
+            raise
+        executor.wait_ready(home, loading)
     elif args.action == "stop":
         stopped = server.stop(home)
         if not args.json:

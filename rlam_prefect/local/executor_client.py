@@ -155,6 +155,13 @@ def hand_over(home: HomeLayout, argv: Sequence[str], server_launched: bool = Fal
 STARTING_WAIT_S = 30.0
 
 
+def wait_ready(home: HomeLayout, loading: subprocess.Popen[bytes] | None) -> bool:
+    """Wait (at most STARTING_WAIT_S) until this home's executor listens; False if it did not come up.
+
+    ``rlam server start`` waits, so that the first command after it is served warm like the later ones."""
+    return _wait_for_starting(home, True, loading)
+
+
 def _wait_for_starting(home: HomeLayout, server_launched: bool, loading: subprocess.Popen[bytes] | None = None) -> bool:
     """The executor listens, or it is loading for a server that is up or starting: wait for it then.
 
