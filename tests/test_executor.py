@@ -52,6 +52,11 @@ def _alive(pid: int) -> bool:
     return pid_alive(pid)
 
 
+def _maps_litellm(pid: int) -> bool:
+    """Seen by the kernel, not by rlam: importing litellm maps tiktoken's extension into the process."""
+    return "_tiktoken" in Path(f"/proc/{pid}/maps").read_text()
+
+
 @pytest.fixture(scope="module")
 def warm_home(prefect_api_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """A home with one recorded run, run by the executor that run started (built once per module).
@@ -191,6 +196,17 @@ def test_stale_settings_restart_it_and_a_dead_executor_falls_back(warm):
     assert again.code == 0 and again.json["cached"] == 5, again.stderr
     assert _served(space.home)[-1] == f"replay {run_id}"
     assert executor.status(space.home)["pid"] == third
+    # replays ask no planner: idle for longer than its 2 s, this executor still has not imported litellm...
+    time.sleep(3.0)
+    assert not _maps_litellm(third)
+    # ...until a command that asks a litellm planner was handed over: then it imports it once idle, for the next one
+    heuristic = space.rlam("run", "--planner", "rlam/heuristic", "--json", extra_env={**ON, "PREFECT_LOGGING_COLORS": "false"})
+    assert heuristic.code == 0, heuristic.stderr
+    assert _served(space.home)[-1] == "run --planner"  # the log names the first two arguments
+    deadline = time.monotonic() + 60
+    while not _maps_litellm(third) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _maps_litellm(third)
 
 
 def test_stop_ends_it_and_removes_its_files(warm):

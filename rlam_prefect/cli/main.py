@@ -33,7 +33,7 @@ def main(argv: Sequence[str] | None = None, executor_child: bool = False) -> int
 
             home = HomeLayout.from_env()
             state = server.read_state(home)
-            code = executor.hand_over(home, argv, server_launched=state is not None)  # None: run it here
+            code = executor.hand_over(home, argv, server_launched=state is not None, planner=_asks_planner(args))  # None: here
             if code is not None:
                 return code
             if warm and not (state and not state.get("starting") and server.healthy(state["url"])):
@@ -42,7 +42,7 @@ def main(argv: Sequence[str] | None = None, executor_child: bool = False) -> int
                     return code
         code = _dispatch(args)
         if warm and "prefect" in sys.modules:  # it ran a flow, so the server is up: warm up for next time
-            executor.spawn(HomeLayout.from_env(), environ)
+            executor.spawn(HomeLayout.from_env(), environ, planner=_asks_planner(args))
         return code
     except RLamError as exc:
         print(f"rlam: error: {exc}", file=sys.stderr)
@@ -72,24 +72,32 @@ def _first_command(home: HomeLayout, args: argparse.Namespace, argv: list[str], 
     from rlam_prefect.actions.project import ACTION_MODULES_ENV, find_project
     from rlam_prefect.local import executor_client as executor
     from rlam_prefect.local import server
-    from rlam_prefect.planning.names import uses_litellm
 
     if args.command != "run":
-        executor.spawn(home, environ)  # the executor loads while this command runs here
+        executor.spawn(home, environ, planner=_asks_planner(args))  # the executor loads while this command runs here
         return None
     if not (find_project().actions or os.environ.get(ACTION_MODULES_ENV)):
         return None  # it fails on its missing actions: no executor waiting for a server that never comes
-    loading = executor.spawn(home, environ, planner=uses_litellm(args.planner))  # litellm too, while the server starts
+    loading = executor.spawn(home, environ, planner=_asks_planner(args))  # litellm too, while the server starts
     if loading is None:
         return None
     if not environ.get("PREFECT_API_URL"):
         server.launch(home)
-    return executor.hand_over(home, argv, server_launched=True, loading=loading)
+    return executor.hand_over(home, argv, server_launched=True, loading=loading, planner=_asks_planner(args))
 
 
 def _flow_command(args: argparse.Namespace) -> bool:
     """Commands that run a Prefect flow: the ones a warm executor (executor.py) can take over."""
     return args.command in ("replay", "fork") or (args.command == "run" and args.pipeline == "rlam")
+
+
+def _asks_planner(args: argparse.Namespace) -> bool:
+    """The command may ask a litellm planner: a run with one, or a fork (it re-plans with its parent's planner)."""
+    from rlam_prefect.planning.names import uses_litellm
+
+    if args.command == "run":
+        return args.pipeline != "script" and uses_litellm(args.planner)
+    return bool(args.command == "fork")
 
 
 def _pipeline_run(args: argparse.Namespace) -> bool:

@@ -56,7 +56,7 @@ from rlam_prefect.local.executor_client import (
 from rlam_prefect.local.processes import pid_alive
 
 Command = Callable[[list[str]], int]  # runs `rlam argv` in a child and returns its exit code
-_WARM_AFTER_IDLE_S = 2.0  # litellm is imported once nothing has run for this long (warm_planner)
+_WARM_AFTER_IDLE_S = 2.0  # litellm is imported once nothing has run for this long (warm_planner), if a command wants it
 
 
 # ---- the executor process ----------------------------------------------------------------
@@ -85,6 +85,7 @@ class _Executor:
         self.last_activity = time.monotonic()
         self.server_checked = time.monotonic()
         self.planner_warm = False
+        self.wants_planner = False  # a command of this home asked (or may ask) a litellm planner: warm it when idle
         self.wake_fds: tuple[int, int]  # a pipe that SIGCHLD writes to (serve)
 
     def _server_alive(self) -> bool:
@@ -108,6 +109,7 @@ class _Executor:
         import sklearn.linear_model  # noqa: F401
 
         if planner:
+            self.wants_planner = True
             self.warm_planner()
         if self.managed and not server_launched(self.home):
             return False
@@ -162,7 +164,8 @@ class _Executor:
                 if not self._server_alive():
                     print("rlam executor: the local Prefect server stopped, stopping once running commands end", flush=True)
                     self.stopping = self.server_gone = True
-            if not self.stopping and not self.children and time.monotonic() - self.last_activity > _WARM_AFTER_IDLE_S:
+            idle = not self.stopping and not self.children and time.monotonic() - self.last_activity > _WARM_AFTER_IDLE_S
+            if idle and self.wants_planner:
                 self.warm_planner()
             if not self.children and time.monotonic() - self.last_activity > self.idle_s and not self.stopping:
                 print(f"rlam executor: idle for {self.idle_s / 60:g} min, stopping", flush=True)
@@ -195,6 +198,7 @@ class _Executor:
                 if refusal.startswith("stale"):
                     self.stopping = True  # a fresh executor is started after the client's command
                 return
+            self.wants_planner |= bool(request.get("planner"))
             conn.sendall(json.dumps({"accepted": True}).encode() + b"\n")
             if conn.recv(3) != b"go\n":  # the client gave up waiting and runs the command itself
                 raise ConnectionError("the client did not confirm")

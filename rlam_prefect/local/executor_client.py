@@ -104,12 +104,14 @@ def read_state(home: HomeLayout) -> dict[str, Any] | None:
         return None
 
 
-def hand_over(home: HomeLayout, argv: Sequence[str], server_launched: bool = False, loading: subprocess.Popen[bytes] | None = None) -> int | None:
+def hand_over(home: HomeLayout, argv: Sequence[str], server_launched: bool = False, loading: subprocess.Popen[bytes] | None = None,
+              planner: bool = False) -> int | None:
     """Run ``rlam argv`` in this home's executor; None means "run it in-process" (no executor, stale, busy).
 
     ``server_launched``: this home's managed server runs or starts, so an executor still loading for it
     will be ready soon and is waited for. ``loading``: the executor this client just spawned (it may not
-    hold its lock yet), waited for while it lives."""
+    hold its lock yet), waited for while it lives. ``planner``: the command may ask a litellm planner, so
+    the executor imports litellm once it is idle, for the next such command."""
     path = socket_path(home)
     if not enabled() or len(str(path)) > _SOCKET_PATH_MAX or not _wait_for_starting(home, server_launched, loading):
         return None
@@ -126,6 +128,7 @@ def hand_over(home: HomeLayout, argv: Sequence[str], server_launched: bool = Fal
             "argv": list(argv),
             "env": {**os.environ, "RLAM_HOME": str(home.root)},
             "cwd": os.getcwd(),
+            "planner": planner,
         }
         try:
             socket.send_fds(sock, [json.dumps(request).encode() + b"\n"], [0, 1, 2])
@@ -207,8 +210,9 @@ def _read_line(reader: Any) -> dict[str, Any] | None:
 def spawn(home: HomeLayout, environ: dict[str, str], planner: bool = False) -> subprocess.Popen[bytes] | None:
     """Start this home's executor in the background unless one runs (or is starting); the process started, if any.
 
-    ``planner``: the command it will be handed first asks a litellm planner, so litellm is imported with
-    the rest, while the server starts, instead of later when idle.
+    ``planner``: a command of this home asks a litellm planner, so litellm is imported with the rest (while
+    the server starts); without it, only once a command handed over asks one (litellm is 2-3 s of CPU and
+    about 100 MB that a home running only ``--planner fixed`` never needs).
 
     ``environ`` is the client's environment as it was before ``backend.configure`` pointed it
     at the managed server, so the executor decides the same way the client did."""
