@@ -59,7 +59,7 @@ def render_markdown(results: dict[str, Any]) -> str:
         "",
         f"- Date (UTC): {results['date_utc']}; RLAM_HOME of the runs: `{results['rlam_home']}`",
         f"- Repeats: {s['repeats']}; planner {s['planner']} at temperature {s['temperature']}, run i with seed {s['base_seed']}+i",
-        f"- Processes run: {len(results['invocations'])} (every one a fresh `rlam` CLI process)",
+        f"- Processes run: {len(results['invocations'])} (each a fresh `rlam` command, handed to the home's warm executor when one runs)",
         "",
         "| | " + " | ".join(LABELS[p] for p in PIPELINES) + " |",
         "|---|" + "---|" * len(PIPELINES),
