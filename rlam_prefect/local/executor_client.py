@@ -212,7 +212,7 @@ def spawn(home: HomeLayout, environ: dict[str, str], planner: bool = False) -> s
 
     ``planner``: a command of this home asks a litellm planner, so litellm is imported with the rest (while
     the server starts); without it, only once a command handed over asks one (litellm is 2-3 s of CPU and
-    about 100 MB that a home running only ``--planner fixed`` never needs).
+    about 170 MB that a home running only ``--planner fixed`` never needs).
 
     ``environ`` is the client's environment as it was before ``backend.configure`` pointed it
     at the managed server, so the executor decides the same way the client did."""
