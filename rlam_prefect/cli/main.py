@@ -352,8 +352,8 @@ def _server_command(home: HomeLayout, args: argparse.Namespace) -> int:
     if args.action == "start":
         from rlam_prefect.local import executor_client as executor
 
-        # it imports everything while the server starts, litellm too (the default planner is a litellm model;
-        # an idle executor imports it anyway), so the first command after `server start` is served warm too
+        # it imports everything while the server starts, litellm too (the default planner is a litellm model),
+        # so the first command after `server start` is served warm like the later ones
         loading = executor.spawn(home, dict(os.environ), planner=True)
         try:
             server.ensure_server(home)
