@@ -25,8 +25,10 @@ def main(argv: Sequence[str] | None = None, executor_child: bool = False) -> int
         environ = dict(os.environ)  # before backend.configure points it at the managed server
         argv = list(sys.argv[1:] if argv is None else argv)
         args = build_parser().parse_args(argv)
-        served = (_flow_command(args) or _pipeline_run(args)) and not executor_child  # by a warm executor, if up
-        warm = served and _flow_command(args)  # and it may start the server and the executor
+        # run, replay and fork are served by a home's warm executor when one is up (run --pipeline script|lam too,
+        # so that the three pipelines are timed alike); only flow commands may start the server and the executor
+        served = args.command in ("run", "replay", "fork") and not executor_child
+        warm = served and _flow_command(args)
         if served:
             from rlam_prefect.local import executor_client as executor
             from rlam_prefect.local import server
@@ -98,12 +100,6 @@ def _asks_planner(args: argparse.Namespace) -> bool:
     if args.command == "run":
         return args.pipeline != "script" and uses_litellm(args.planner)
     return bool(args.command == "fork")
-
-
-def _pipeline_run(args: argparse.Namespace) -> bool:
-    """``rlam run --pipeline script|lam``: no flow, so they never start a server or an executor, but a home's
-    executor that is up serves them too, so that the three pipelines are timed alike (``rlam experiments``)."""
-    return bool(args.command == "run" and args.pipeline != "rlam")
 
 
 COMPACT_HINT_RUNS = 2000  # about 2.5 s of reading two small files per run on the reference machine
